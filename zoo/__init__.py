@@ -1,0 +1,20 @@
+"""symzoo's model zoo: the three ResNet-8 families, their weight space, members and data.
+
+Public API:
+    build(arch, asym_seed=0) -> nn.Module        the network of family `arch`
+    init_weights(net, seed) -> nn.Module          a member's seeded initialisation
+    flatten(net) -> Tensor[P]                     trainable entries, canonical order
+    unflatten(net, vec) -> nn.Module              write them back; fixed entries untouched
+    layout(net) -> Layout                         per-tensor names, shapes, offsets, sizes
+    sample_member(zoo_seed, index, family) -> MemberConfig   paper Table 8, pure
+    load_cifar10(root=None, download=False) -> Cifar10
+"""
+from .data import Cifar10, DataError, load_cifar10
+from .layout import Layout, TensorSpec, flatten, layout, unflatten
+from .members import MemberConfig, sample_member
+from .models import FAMILIES, build, init_weights
+
+__all__ = [
+    "FAMILIES", "Cifar10", "DataError", "Layout", "MemberConfig", "TensorSpec", "build", "flatten",
+    "init_weights", "layout", "load_cifar10", "sample_member", "unflatten",
+]

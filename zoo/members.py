@@ -1,0 +1,79 @@
+"""Member configs: a member is a pure function of (zoo seed, member index).
+
+Hyperparameters follow paper Table 8. They depend on (zoo_seed, index) only, so member i of every
+family in a zoo shares its hyperparameters and training seed: a paired design whose marginal
+distributions are exactly Table 8's, which makes family comparisons less noisy. The member id
+also hashes the family, so ids are unique across a whole zoo.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .models import check_family
+
+LR_EXP = (0.0, 2.0)  # lr = 0.5 * 10^-U(LR_EXP)  -> 0.005 .. 0.5
+WD_EXP = (1.0, 5.0)  # weight decay = 10^-U(WD_EXP)  -> 1e-5 .. 1e-1
+SMOOTHING = (0.0, 0.2)  # label smoothing ~ U(SMOOTHING)
+EPOCHS = (10, 40)  # epochs ~ randint, both ends included
+
+
+def _check(name: str, value, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r}: must be {allowed}")
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    zoo_seed: int  # seed of the whole zoo (>= 0)
+    index: int  # member index within its family (>= 0)
+    family: str  # "standard" | "w_asym" | "sigma_asym"
+    lr: float  # peak AdamW learning rate, > 0
+    weight_decay: float  # AdamW decoupled weight decay, >= 0
+    label_smoothing: float  # cross-entropy smoothing, in [0, 1)
+    epochs: int  # training epochs, >= 1
+    seed: int  # training seed: init, data order, augmentation (0 .. 2^63-1)
+    member_id: str = field(default="")  # derived; the primary key everywhere
+
+    def __post_init__(self):
+        _check("zoo_seed", self.zoo_seed, isinstance(self.zoo_seed, int) and self.zoo_seed >= 0, "an int >= 0")
+        _check("index", self.index, isinstance(self.index, int) and self.index >= 0, "an int >= 0")
+        check_family(self.family)
+        _check("lr", self.lr, np.isfinite(self.lr) and self.lr > 0, "a finite float > 0")
+        _check("weight_decay", self.weight_decay, np.isfinite(self.weight_decay) and self.weight_decay >= 0,
+               "a finite float >= 0")
+        _check("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "in [0, 1)")
+        _check("epochs", self.epochs, isinstance(self.epochs, int) and self.epochs >= 1, "an int >= 1")
+        _check("seed", self.seed, isinstance(self.seed, int) and 0 <= self.seed < 2**63, "an int in [0, 2^63)")
+        derived = member_id(self)
+        _check("member_id", self.member_id, self.member_id in ("", derived), f"{derived!r} (derived from the config)")
+        object.__setattr__(self, "member_id", derived)
+
+    def hparams(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "member_id"}
+
+
+def member_id(cfg: MemberConfig) -> str:
+    """16 hex chars of sha256 over the canonical JSON of every field but the id itself."""
+    blob = json.dumps(cfg.hparams(), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def sample_member(zoo_seed: int, index: int, family: str = "standard") -> MemberConfig:
+    """Table 8 hyperparameters for member `index` of a zoo: same answer in any process, any order."""
+    _check("zoo_seed", zoo_seed, isinstance(zoo_seed, int) and zoo_seed >= 0, "an int >= 0")
+    _check("index", index, isinstance(index, int) and index >= 0, "an int >= 0")
+    rng = np.random.default_rng([zoo_seed, index])
+    return MemberConfig(
+        zoo_seed=zoo_seed,
+        index=index,
+        family=family,
+        lr=float(0.5 * 10 ** -rng.uniform(*LR_EXP)),
+        weight_decay=float(10 ** -rng.uniform(*WD_EXP)),
+        label_smoothing=float(rng.uniform(*SMOOTHING)),
+        epochs=int(rng.integers(EPOCHS[0], EPOCHS[1], endpoint=True)),
+        seed=int(rng.integers(0, 2**63 - 1)),
+    )

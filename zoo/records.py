@@ -1,0 +1,40 @@
+"""What training produces for one member: the unit that the weight store commits."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .members import MemberConfig
+
+STATUSES = ("ok", "diverged")
+METRICS = (  # every one is recorded for every member; NaN where a diverged member has none
+    "train_acc",  # fraction correct on the un-augmented training set (or its recipe subset)
+    "train_loss",  # mean cross-entropy with the member's label smoothing
+    "train_loss_plain",  # mean cross-entropy without label smoothing
+    "test_acc",
+    "test_loss",
+    "test_loss_plain",
+)
+
+
+@dataclass
+class MemberResult:
+    config: MemberConfig  # hyperparameters, seeds and member id
+    status: str  # "ok" | "diverged"
+    diverged_epoch: int | None  # epoch (0-based) in which the loss became non-finite
+    metrics: dict[str, float]  # keys: METRICS
+    params_init: np.ndarray  # [P] float32, zoo.flatten order, before the first step
+    params_final: np.ndarray  # [P] float32 after the last step (last finite values if diverged)
+    wall_time_s: float  # this member's share of training wall time
+    device: str  # e.g. "cpu", "cuda:0 (NVIDIA H200)"
+    data_sha: str  # Cifar10.identity["sha256"] of the data trained on
+    checkpoints: dict[int, tuple[np.ndarray, dict[str, float]]] = field(default_factory=dict)
+    # epoch -> (params [P] float32, metrics) at the end of that epoch; epoch 0 = initialisation
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status={self.status!r}: must be one of {STATUSES}")
+        missing = set(METRICS) - set(self.metrics)
+        if missing:
+            raise ValueError(f"metrics is missing {sorted(missing)}")
