@@ -1,0 +1,74 @@
+"""What every metanetwork shares: the input convention, the layout it reads, a seeded init.
+
+Input convention: a metanetwork of a family is built from that family's layout (a `zoo.Layout`
+or its JSON list) and maps a batch of flat trainable-parameter vectors [B, P], in `zoo.flatten`
+order, to predictions [B]. It does so in two steps:
+
+    featurize(x [B, P]) -> [B, F]   parameter-free, so a trainer may compute it once per data set
+    head(f [B, F]) -> [B, 1]        everything that learns
+
+Only StatNN has a non-trivial `featurize` (its 7 statistics per tensor); the others pass x on.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from zoo.layout import Layout, TensorSpec
+
+
+def as_layout(layout) -> Layout:
+    """A `zoo.Layout`, or its `to_json()` list of {"name", "shape", "offset", "size"}."""
+    if isinstance(layout, Layout):
+        return layout
+    if not isinstance(layout, (list, tuple)) or not layout:
+        raise ValueError(f"layout={type(layout).__name__}: must be a zoo.Layout or a non-empty list of tensor dicts")
+    specs = tuple(TensorSpec(t["name"], tuple(t["shape"]), int(t["offset"]), int(t["size"])) for t in layout)
+    ends = [s.offset + s.size for s in specs]
+    if [s.offset for s in specs] != [0] + ends[:-1]:
+        raise ValueError("layout: tensor offsets must be contiguous and start at 0")
+    return Layout(specs)
+
+
+class Metanet(nn.Module):
+    """[B, P] flat trainable vectors of one family -> [B] predictions (subclasses set `head`)."""
+
+    head: nn.Module
+
+    def __init__(self, layout):
+        super().__init__()
+        self.layout = as_layout(layout)
+
+    def featurize(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, P] -> [B, F]; parameter-free. Identity unless the metanetwork reads statistics."""
+        if x.shape[-1] != self.layout.size:
+            raise ValueError(f"input has {x.shape[-1]} parameters; this family's layout has {self.layout.size}")
+        return x
+
+    def forward_features(self, f: torch.Tensor) -> torch.Tensor:
+        return self.head(f).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(self.featurize(x))
+
+
+@torch.no_grad()
+def seeded_init(net: nn.Module, seed: int) -> nn.Module:
+    """PyTorch's default init (U(+-1/sqrt(fan_in)) for linear/conv weight and bias, unit/zero
+    norms) drawn from a generator keyed by `seed`, so a run's init never touches global RNG."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            bound = 1.0 / math.sqrt(module.weight[0].numel())
+            for p in (module.weight, module.bias):
+                if p is not None:
+                    p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+            module.reset_parameters()
+    return net
+
+
+def n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

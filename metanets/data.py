@@ -1,0 +1,180 @@
+"""A family's metanetwork data set in memory: usable members, a fixed split, standardization.
+
+Everything here works on plain arrays (weights [n, P] float32, targets [n], member ids [n]) and
+a layout; `metanets.store` is the thin loader that fills them from a weight store.
+
+Exclusion policy: a member is unusable when its status is not "ok" (diverged in training), or its
+target or any of its weights is not finite. Unusable members are dropped before the split and
+counted by reason. Members that end at chance accuracy with finite values are valid members and
+stay (the stage manifest counts them).
+
+Split: members are ordered by sha256(member_id) and cut at `train_frac` and `train_frac +
+val_frac` (50% / 25% / 25% by default; sizes rounded half up, test takes the rest). The order
+depends on the ids alone, so the split is the same whatever order the store returns rows in, and
+the cut sizes are exact even for a 40-member zoo (hash buckets would only be right on average).
+A member can change side only when the set of usable members changes, and then the zoo
+fingerprint, part of every run's key, changes too, so no result mixes two splits.
+
+Standardization, fitted on the train split only: targets to zero mean and unit variance; inputs
+per parameter tensor, one mean and one standard deviation over every train member's entries of
+that tensor. Per-tensor (not per-coordinate) scaling keeps DeepSets and StatNN exactly invariant
+to hidden-channel permutations, while putting norm gains (near 1) and conv weights (near 0.1) on
+one scale.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo.layout import Layout
+
+from .base import as_layout
+
+TRAIN_FRAC, VAL_FRAC = 0.5, 0.25  # paper E.3: 50 / 25 / 25
+MIN_SPLIT = 2  # R^2 and Kendall tau need at least 2 members in a split
+ROWS = 256  # members per chunk when scanning [n, P] matrices (78,042 x 256 x 8 B = 160 MB)
+
+
+def id_order(member_ids) -> np.ndarray:
+    """Row indices sorted by sha256(member_id): the canonical, file-order-free member order."""
+    keys = [hashlib.sha256(str(m).encode()).hexdigest() for m in member_ids]
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # [n_train] int64 row indices
+    val: np.ndarray  # [n_val]
+    test: np.ndarray  # [n_test]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def split_members(member_ids, *, train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC,
+                  family: str = "") -> Split:
+    """Disjoint train / val / test row indices, a pure function of the member ids."""
+    if not (0 < train_frac < 1 and 0 < val_frac < 1 and train_frac + val_frac < 1):
+        raise ValueError(f"train_frac={train_frac!r}, val_frac={val_frac!r}: must be > 0 and sum to < 1")
+    if len(set(member_ids)) != len(member_ids):
+        raise ValueError(f"member_ids of family {family!r} contain duplicates")
+    order, n = id_order(member_ids), len(member_ids)
+    n_train, n_val = int(np.floor(train_frac * n + 0.5)), int(np.floor(val_frac * n + 0.5))
+    split = Split(order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
+    if min(split.sizes().values()) < MIN_SPLIT:
+        raise ValueError(f"family {family!r} has {n} usable members, split {split.sizes()}; every split "
+                         f"needs at least {MIN_SPLIT} members: train more members or change the fractions")
+    return split
+
+
+def finite_rows(weights: np.ndarray) -> np.ndarray:
+    """[n, P] -> [n] bool, True where every weight is finite (scanned in row chunks)."""
+    return np.concatenate([np.isfinite(weights[i : i + ROWS]).all(1) for i in range(0, len(weights), ROWS)]
+                          or [np.zeros(0, bool)])
+
+
+def usable_rows(weights, targets, status=None) -> tuple[np.ndarray, dict[str, int]]:
+    """The exclusion policy of the module docstring: [n] keep mask and counts by reason."""
+    ok = np.ones(len(targets), bool) if status is None else np.asarray(status) == "ok"
+    finite_y, finite_w = np.isfinite(targets), finite_rows(weights)
+    counts = {
+        "not_ok_status": int((~ok).sum()),
+        "nonfinite_target": int((ok & ~finite_y).sum()),
+        "nonfinite_weights": int((ok & finite_y & ~finite_w).sum()),
+    }
+    return ok & finite_y & finite_w, counts
+
+
+def _tensor_sums(x: np.ndarray, layout: Layout, power: int) -> np.ndarray:
+    """[T] float64 sum over all rows and each tensor's entries of x ** power (row-chunked)."""
+    col = sum(np.power(x[i : i + ROWS], power, dtype=np.float64).sum(0) for i in range(0, len(x), ROWS))
+    cum = np.concatenate([[0.0], np.cumsum(col)])
+    return np.array([cum[t.offset + t.size] - cum[t.offset] for t in layout.tensors])
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    layout: Layout  # the family's layout; one input mean/std per tensor
+    x_mean: np.ndarray  # [T] float64 per-tensor mean over train members and entries
+    x_std: np.ndarray  # [T] float64 per-tensor std (1 where a tensor is constant or empty)
+    y_mean: float  # train-target mean
+    y_std: float  # train-target std (1 if the train targets are constant)
+
+    @classmethod
+    def fit(cls, x_train: np.ndarray, y_train: np.ndarray, layout) -> Standardizer:
+        layout = as_layout(layout)
+        count = np.array([len(x_train) * t.size for t in layout.tensors], dtype=np.float64)
+        safe = np.maximum(count, 1)
+        mean = _tensor_sums(x_train, layout, 1) / safe
+        var = np.maximum(_tensor_sums(x_train, layout, 2) / safe - mean**2, 0)
+        std = np.where(var > 0, np.sqrt(var), 1.0)
+        y_std = float(np.std(y_train))
+        return cls(layout, mean, std, float(np.mean(y_train)), y_std if y_std > 0 else 1.0)
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """Standardize [n, P] float32 in place (row-chunked) and return it."""
+        sizes = [t.size for t in self.layout.tensors]
+        shift = np.repeat(self.x_mean, sizes).astype(np.float32)
+        scale = np.repeat(1.0 / self.x_std, sizes).astype(np.float32)
+        for i in range(0, len(x), ROWS):
+            x[i : i + ROWS] -= shift
+            x[i : i + ROWS] *= scale
+        return x
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        return ((np.asarray(y, np.float64) - self.y_mean) / self.y_std).astype(np.float32)
+
+    def predictions(self, z: np.ndarray) -> np.ndarray:
+        """Standardized predictions back to target units."""
+        return np.asarray(z, np.float64) * self.y_std + self.y_mean
+
+    def to_json(self) -> dict:
+        return {"x_mean": self.x_mean.tolist(), "x_std": self.x_std.tolist(),
+                "y_mean": self.y_mean, "y_std": self.y_std}
+
+
+def fingerprint(member_ids, targets, n_params: int) -> str:
+    """16 hex chars of sha256 over the sorted (member id, target) pairs and P: what a run saw."""
+    pairs = sorted(zip(map(str, member_ids), map(float, targets)))
+    return hashlib.sha256(json.dumps([n_params, pairs]).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FamilyData:
+    family: str  # zoo family name
+    layout: Layout  # the family's per-tensor layout, P = layout.size
+    member_ids: np.ndarray  # [n] str, usable members only
+    x: np.ndarray  # [n, P] float32 inputs, standardized with train statistics
+    y: np.ndarray  # [n] float64 targets in their own units (e.g. test accuracy in [0, 1])
+    split: Split  # row indices of train / val / test
+    scaler: Standardizer  # fitted on split.train
+    excluded: dict  # members dropped before the split, by reason
+    fingerprint: str  # zoo content key of these members, part of every run's key
+
+
+def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, status=None,
+            train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC, max_members: int = 0) -> FamilyData:
+    """Apply the exclusion policy, split, fit the standardizer on train, standardize a copy.
+
+    `max_members` > 0 keeps the first that many usable members in sha256(member_id) order, a
+    deterministic subsample for quick runs.
+    """
+    layout, targets, member_ids = as_layout(layout), np.asarray(targets, np.float64), np.asarray(member_ids)
+    if weights.ndim != 2 or weights.shape[1] != layout.size or not len(weights) == len(targets) == len(member_ids):
+        raise ValueError(f"weights {weights.shape}, targets {targets.shape}, member_ids {member_ids.shape}: "
+                         f"need [n, {layout.size}], [n], [n]")
+    if len(weights) == 0:
+        raise ValueError(f"family {family!r} has no members")
+    keep, excluded = usable_rows(weights, targets, status)
+    rows = np.flatnonzero(keep)
+    if max_members:
+        rows = np.sort(rows[id_order(member_ids[rows])[:max_members]])
+    ids, y = member_ids[rows], targets[rows]
+    split = split_members(list(ids), train_frac=train_frac, val_frac=val_frac, family=family)
+    x = np.asarray(weights[rows], dtype=np.float32)
+    scaler = Standardizer.fit(x[split.train], y[split.train], layout)
+    return FamilyData(family, layout, ids, scaler.inputs(x), y, split, scaler, excluded,
+                      fingerprint(ids, y, layout.size))
