@@ -8,13 +8,15 @@ Public API:
     layout(net) -> Layout                         per-tensor names, shapes, offsets, sizes
     sample_member(zoo_seed, index, family) -> MemberConfig   paper Table 8, pure
     load_cifar10(root=None, download=False) -> Cifar10
+    open_zoo(path) -> zoo.store.Zoo                read a model zoo from the weight store
 """
 from .data import Cifar10, DataError, load_cifar10
 from .layout import Layout, TensorSpec, flatten, layout, unflatten
 from .members import MemberConfig, sample_member
 from .models import FAMILIES, build, init_weights
+from .store import open_zoo
 
 __all__ = [
     "FAMILIES", "Cifar10", "DataError", "Layout", "MemberConfig", "TensorSpec", "build", "flatten",
-    "init_weights", "layout", "load_cifar10", "sample_member", "unflatten",
+    "init_weights", "layout", "load_cifar10", "open_zoo", "sample_member", "unflatten",
 ]

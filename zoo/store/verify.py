@@ -1,0 +1,119 @@
+"""`verify`: find the files a zoo's readers would skip, say why, and move them aside.
+
+A file is bad when it cannot be read in full (truncated, zero bytes, a damaged page caught by its
+checksum), when its schema is not this zoo's, when it holds another family or zoo seed, or when
+it sits outside a family=<f> folder of the manifest. Bad files go to <zoo>/_quarantine/, which
+readers, pyarrow.dataset and the DuckDB glob <zoo>/members/*/*.parquet all ignore; their members
+count as not done, so the next generate trains them again. Hidden temporary files older than
+`stale_temp_s` are leftovers of crashed commits and are deleted.
+"""
+from __future__ import annotations
+
+import datetime
+import posixpath
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import pyarrow.fs as pafs
+
+from . import fs as store_fs
+from .reader import TABLES, Zoo, inspect_file, open_zoo
+
+QUARANTINE = "_quarantine"
+
+
+@dataclass
+class VerifyReport:
+    zoo: str  # the zoo's path or URI
+    files_checked: int = 0  # visible .parquet files under members/ and checkpoints/
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (from, to)
+    stale_temps: list[str] = field(default_factory=list)  # hidden temporaries of crashed commits (deleted if move)
+    duplicates: dict[str, list[str]] = field(default_factory=dict)  # member_id -> the valid files holding it
+    members: dict[str, dict[str, int]] = field(default_factory=dict)  # family -> {status: distinct members}
+
+    @property
+    def clean(self) -> bool:
+        """No bad files. Duplicates are not damage: symzoo's readers keep one row per member."""
+        return not self.bad
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), clean=self.clean)
+
+    def summary(self) -> str:
+        lines = [f"{self.zoo}: {self.files_checked} files checked, {len(self.bad)} bad, "
+                 f"{len(self.duplicates)} members in more than one file, {len(self.stale_temps)} stale temp files"]
+        lines += [f"  bad: {path}: {reason}" for path, reason in self.bad]
+        lines += [f"  moved: {src} -> {dst}" for src, dst in self.moved]
+        lines += [f"  duplicate: {mid} in {', '.join(paths)}" for mid, paths in sorted(self.duplicates.items())]
+        lines += [f"  {family}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no members")
+                  for family, counts in self.members.items()]
+        return "\n".join(lines)
+
+
+def _family_of(zoo: Zoo, rel: str) -> str | None:
+    parts = rel.split("/")
+    family = parts[0].removeprefix("family=")
+    return family if len(parts) == 2 and parts[0].startswith("family=") and family in zoo.families else None
+
+
+def _quarantine(zoo: Zoo, table: str, rel: str, src: str) -> str:
+    """Move a bad file under _quarantine/, never over an earlier one."""
+    dst = posixpath.join(zoo.root, QUARANTINE, table, rel)
+    base, n = dst, 0
+    while zoo.fs.get_file_info(dst).type != pafs.FileType.NotFound:
+        n += 1
+        dst = f"{base}.{n}"
+    zoo.fs.create_dir(posixpath.dirname(dst), recursive=True)
+    zoo.fs.move(src, dst)
+    return dst
+
+
+def _is_stale(info, stale_temp_s: float) -> bool:
+    if info.mtime is None:
+        return False  # no clock to judge by: it may belong to a commit in progress
+    age = datetime.datetime.now(datetime.timezone.utc) - info.mtime.astimezone(datetime.timezone.utc)
+    return age.total_seconds() > stale_temp_s
+
+
+def _check_one(zoo, report, table, base, info, move, deep, statuses):
+    rel = posixpath.relpath(info.path, base)
+    family = _family_of(zoo, rel)
+    columns = ["member_id", "status"] if table == "members" else ["member_id"]
+    seen = inspect_file(zoo, info.path, family, table, columns, deep=deep) if family else None
+    problem = seen.problem if seen else f"not in a family=<f> folder of this zoo's families {zoo.families}"
+    report.files_checked += 1
+    if problem:
+        report.bad.append((info.path, problem))
+        if move:
+            report.moved.append((info.path, _quarantine(zoo, table, rel, info.path)))
+    elif table == "members":
+        for mid, status in zip(*(seen.table.column(c).to_pylist() for c in columns)):
+            statuses[family].setdefault(mid, (status, []))[1].append(info.path)
+
+
+def verify(path, *, move: bool = True, deep: bool = True, stale_temp_s: float = 3600.0,
+           filesystem=None) -> VerifyReport:
+    """Check every file of a zoo; with `move`, put bad ones in _quarantine/ and delete stale temps.
+
+    deep: read every page with checksum verification (reads the whole zoo); else only footers,
+    schemas and the small columns, which catches truncated, empty and foreign files.
+    """
+    zoo = open_zoo(path, filesystem=filesystem)
+    report = VerifyReport(zoo.path)
+    statuses: dict[str, dict] = {f: {} for f in zoo.families}  # family -> member_id -> (status, files)
+    for table in TABLES:
+        base = posixpath.join(zoo.root, table)
+        for info in store_fs.list_files(zoo.fs, base):
+            rel = posixpath.relpath(info.path, base)
+            name = posixpath.basename(rel)
+            if name.startswith(".") and name.endswith(store_fs.TEMP_SUFFIX) and _is_stale(info, stale_temp_s):
+                report.stale_temps.append(info.path)
+                if move:
+                    zoo.fs.delete_file(info.path)
+            elif rel.endswith(".parquet") and not store_fs.is_hidden(rel):
+                _check_one(zoo, report, table, base, info, move, deep, statuses)
+    for family, held in statuses.items():
+        report.members[family] = dict(Counter(status for status, _ in held.values()))
+        report.duplicates.update({mid: paths for mid, (_, paths) in held.items() if len(paths) > 1})
+    return report

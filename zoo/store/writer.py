@@ -1,0 +1,190 @@
+"""Writing a zoo: `init_zoo` (the manifest) and `commit` (one pack of one family's members).
+
+A pack's file name is a hash of its sorted member ids, so a retried commit of the same members
+(a Ray task retry) atomically replaces the same file. Checkpoints are committed before the
+members file, because the members file's existence is what marks its members done.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+
+import numpy as np
+import pyarrow as pa
+
+from ..records import METRICS, MemberResult
+from . import fs as store_fs
+from .manifest import ManifestMismatch, build_manifest, differences, load_manifest, write_manifest
+from .reader import Zoo, open_zoo
+from .schema import ROW_GROUP_ROWS, check_table
+
+_STRINGS = ["member_id", "family", "status", "device", "data_sha"]
+
+
+def write_options(schema: pa.Schema) -> dict:
+    """Parameters stay uncompressed and plain: floats barely compress, and plain pages decode at
+    memory speed. Page checksums let `verify` detect corrupted pages."""
+    return {
+        "compression": {n: "none" if pa.types.is_fixed_size_list(schema.field(n).type) else "zstd"
+                        for n in schema.names},
+        "use_dictionary": [n for n in schema.names if n in _STRINGS],
+        "write_page_checksum": True,
+        "data_page_version": "2.0",
+        "row_group_size": ROW_GROUP_ROWS,
+    }
+
+
+def _populated(fs, root: str) -> int:
+    return sum(len(store_fs.visible_parquet(fs, posixpath.join(root, t))) for t in ("members", "checkpoints"))
+
+
+def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, recipe_overrides: dict,
+             data: dict, layouts: dict[str, list] | None = None, new_zoo: bool = False, filesystem=None) -> Zoo:
+    """Create a zoo's manifest, or check that an existing zoo can be resumed with these settings.
+
+    Resuming requires the same schema version, zoo seed, recipe, data sha256, and asym seeds and
+    layouts for the families already present (else ManifestMismatch, listing every difference;
+    nothing is written). New families are added to the manifest. `layouts` (zoo.Layout.to_json()
+    per family) defaults to the layout of zoo.build(family, asym_seed). new_zoo=True writes a
+    fresh manifest over an old one, but only while the path holds no committed member or
+    checkpoint file: it never deletes results (choose another path for that).
+    """
+    fs, root = (filesystem, os.fspath(path)) if filesystem is not None else store_fs.resolve(path)
+    new = build_manifest(zoo_seed=zoo_seed, families=families, recipe=recipe, recipe_overrides=recipe_overrides,
+                         data=data, layouts=layouts)
+    old = load_manifest(fs, root)
+    if new_zoo and _populated(fs, root):
+        raise ValueError(f"new_zoo: {root} already holds {_populated(fs, root)} committed files; refusing to "
+                         "start a new zoo over them (nothing was changed): choose a different path")
+    if old is None or new_zoo:
+        write_manifest(fs, root, new)
+    elif differences(old, new):
+        raise ManifestMismatch(root, differences(old, new))
+    elif set(new["families"]) - set(old["families"]):
+        added = {f: e for f, e in new["families"].items() if f not in old["families"]}
+        write_manifest(fs, root, dict(old, families={**old["families"], **added}))
+    return open_zoo(path, filesystem=filesystem)
+
+
+def pack_name(member_ids) -> str:
+    """Same members, same name: a retried commit replaces its own earlier file."""
+    digest = hashlib.sha256("\n".join(sorted(member_ids)).encode()).hexdigest()[:24]
+    return f"pack-{digest}.parquet"
+
+
+def _params(name: str, value, n_params: int, where: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray) or value.dtype != np.float32 or value.shape != (n_params,):
+        found = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise ValueError(f"{name} of {where}: found {found}; expected a float32 numpy array of shape ({n_params},)")
+    return value
+
+
+def _params_array(vectors: list[np.ndarray], n_params: int) -> pa.FixedSizeListArray:
+    flat = pa.array(np.concatenate(vectors) if vectors else np.empty(0, np.float32))
+    return pa.FixedSizeListArray.from_arrays(flat, n_params)
+
+
+def _column(name: str, values: list, schema: pa.Schema) -> pa.Array:
+    try:
+        return pa.array(values, type=schema.field(name).type)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"column {name!r}: values do not fit type {schema.field(name).type} ({e})") from None
+
+
+def _member_row(r: MemberResult, epochs_trained: int) -> dict:
+    return {**r.config.hparams(), "member_id": r.config.member_id, "epochs_trained": epochs_trained,
+            "status": r.status, "diverged_epoch": r.diverged_epoch, **{m: r.metrics[m] for m in METRICS},
+            "wall_time_s": r.wall_time_s, "device": r.device, "data_sha": r.data_sha}
+
+
+def members_table(results: list[MemberResult], schema: pa.Schema, epochs_trained: dict[str, int]) -> pa.Table:
+    """The members rows of one pack, typed by the schema (nothing is coerced silently)."""
+    n_params = schema.field("params_init").type.list_size
+    rows = [_member_row(r, epochs_trained[r.config.member_id]) for r in results]
+    arrays = []
+    for field in schema:
+        if pa.types.is_fixed_size_list(field.type):
+            vectors = [_params(field.name, getattr(r, field.name), n_params, r.config.member_id) for r in results]
+            arrays.append(_params_array(vectors, n_params))
+        else:
+            arrays.append(_column(field.name, [row[field.name] for row in rows], schema))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def checkpoints_table(results: list[MemberResult], schema: pa.Schema) -> pa.Table | None:
+    """The (member, epoch) rows of a pack's recorded checkpoints; None when there are none."""
+    n_params = schema.field("params").type.list_size
+    rows = [(r.config.member_id, epoch, params, metrics)
+            for r in results for epoch, (params, metrics) in sorted(r.checkpoints.items())]
+    if not rows:
+        return None
+    for mid, epoch, _, metrics in rows:
+        missing = sorted(set(METRICS) - set(metrics))
+        if missing:
+            raise ValueError(f"checkpoint epoch {epoch} of {mid}: metrics is missing {missing}")
+    params = [_params("checkpoint params", p, n_params, f"{mid} epoch {e}") for mid, e, p, _ in rows]
+    arrays = [_column("member_id", [r[0] for r in rows], schema), _column("epoch", [r[1] for r in rows], schema),
+              _params_array(params, n_params)]
+    arrays += [_column(m, [r[3][m] for r in rows], schema) for m in METRICS]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _check_pack(zoo: Zoo, results) -> str:
+    """The pack's family, after checking that every result belongs in this zoo."""
+    if not isinstance(results, (list, tuple)) or not results or not all(isinstance(r, MemberResult) for r in results):
+        raise ValueError("results: must be a non-empty list of zoo.records.MemberResult")
+    families = sorted({r.config.family for r in results})
+    if len(families) != 1:
+        raise ValueError(f"results: one family per commit; found {families}")
+    zoo._family(families[0])
+    ids = [r.config.member_id for r in results]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"results: member ids repeat within the pack: {sorted({i for i in ids if ids.count(i) > 1})}")
+    for r in results:
+        if r.config.zoo_seed != zoo.manifest["zoo_seed"]:
+            raise ValueError(f"member {r.config.member_id}: zoo_seed={r.config.zoo_seed}; this zoo's is "
+                             f"{zoo.manifest['zoo_seed']}")
+        if r.data_sha != zoo.manifest["data"]["sha256"]:
+            raise ValueError(f"member {r.config.member_id}: data_sha={r.data_sha!r}; this zoo was trained on "
+                             f"{zoo.manifest['data']['sha256']!r}")
+    return families[0]
+
+
+def _epochs_trained(zoo: Zoo, results, given: dict[str, int] | None) -> dict[str, int]:
+    """What the recipe trained: given per member, else the manifest recipe's "epochs" override,
+    else each member's sampled epochs."""
+    if given is not None:
+        missing = [r.config.member_id for r in results if r.config.member_id not in given]
+        if missing:
+            raise ValueError(f"epochs_trained: no entry for members {missing}")
+        return given
+    override = zoo.manifest["recipe"].get("epochs")
+    return {r.config.member_id: override if override is not None else r.config.epochs for r in results}
+
+
+def commit_tables(zoo: Zoo, family: str, members: pa.Table, checkpoints: pa.Table | None = None) -> str:
+    """Commit one pack given as tables: schema-checked, checkpoints first, then members."""
+    check_table(members, zoo.schema(family, "members"))
+    if set(members.column("family").to_pylist()) != {family}:
+        raise ValueError(f"members: column 'family' must hold only {family!r}")
+    name = pack_name(members.column("member_id").to_pylist())
+    if checkpoints is not None:
+        check_table(checkpoints, zoo.schema(family, "checkpoints"))
+        store_fs.atomic_write_parquet(zoo.fs, posixpath.join(zoo.folder(family, "checkpoints"), name),
+                                      checkpoints, **write_options(checkpoints.schema))
+    path = posixpath.join(zoo.folder(family, "members"), name)
+    return store_fs.atomic_write_parquet(zoo.fs, path, members, **write_options(members.schema))
+
+
+def commit(zoo, results: list[MemberResult], *, epochs_trained: dict[str, int] | None = None) -> str:
+    """Commit the results of one family's members as one file; returns its path.
+
+    zoo: a Zoo, or the path/URI of an initialised zoo. epochs_trained: member_id -> epochs
+    actually trained, when the manifest's recipe "epochs" override does not say it.
+    """
+    zoo = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
+    family = _check_pack(zoo, results)
+    members = members_table(results, zoo.schema(family, "members"), _epochs_trained(zoo, results, epochs_trained))
+    checkpoints = checkpoints_table(results, zoo.schema(family, "checkpoints"))
+    return commit_tables(zoo, family, members, checkpoints)
