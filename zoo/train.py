@@ -1,0 +1,209 @@
+"""Training zoo members: the resident one-member path, and the front that picks an engine.
+
+Three engines run one recipe (`zoo.recipe`):
+- "resident": one member at a time, a plain module and torch.optim.AdamW; the data set is a
+  uint8 tensor on the training device and the augmentation is batched tensor ops
+  (`zoo.augment`), no DataLoader. The CPU path (one member per process, one thread each).
+- "packed": N members in lockstep under vmap (`zoo.packed`), the GPU path.
+- "ffcv": as resident, but the training batches come from an FFCV Loader (`zoo.ffcv_data`).
+
+Data: every entry point takes the full `Cifar10` (or any copy) and applies the recipe's subset
+itself (`Recipe.apply_subset`, which is idempotent, so passing data that is already the recipe's
+subset is fine too). Train metrics are measured on the un-augmented training images of that
+subset, test metrics on its test images, both with `zoo.evaluate.evaluate_flat`.
+
+Randomness: a member's init is `zoo.init_weights(net, cfg.seed)`; its data order and
+augmentation in epoch e are drawn from generators keyed by (cfg.seed, e) (`zoo.augment`), the
+same draws in the resident and packed paths.
+
+Divergence: a member diverges at the first step whose training loss or gradient is non-finite.
+That step is not taken, training of the member stops (a packed member is masked out while its
+pack-mates go on), `diverged_epoch` is the 0-based epoch of that step, `params_final` holds the
+last finite parameters, and every metric is NaN (records.METRICS: "NaN where a diverged member
+has none"). Checkpoints at or after the divergence are not recorded, nor are checkpoints past the
+member's last epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import augment, draw_epoch
+from .data import Cifar10
+from .evaluate import evaluate_flat, normalize
+from .layout import flatten
+from .members import MemberConfig
+from .models import build, init_weights
+from .recipe import Recipe
+from .records import METRICS, MemberResult
+
+ENGINES = ("auto", "resident", "packed", "ffcv")
+EVAL_IMAGES = 65536  # images per evaluation forward, summed over the members evaluated together
+Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x uint8 [B,3,32,32], y [B])
+
+
+@dataclass(frozen=True)
+class Resident:
+    """The recipe's subset of a data set, as tensors on the training device."""
+
+    train_x: torch.Tensor  # [n_train, 3, 32, 32] uint8
+    train_y: torch.Tensor  # [n_train] int64
+    test_x: torch.Tensor  # [n_test, 3, 32, 32] uint8
+    test_y: torch.Tensor  # [n_test] int64
+    data_sha: str  # Cifar10.identity["sha256"] of the copy the subset was taken from
+
+
+_RESIDENT: list = []  # [(data, key, Resident)]: the last data set made resident, reused while it is asked for
+
+
+def resident(data: Cifar10, recipe: Recipe, device) -> Resident:
+    """The recipe's subset of `data` on `device`; a repeated request reuses the copy already there."""
+    key = (recipe.n_train, recipe.n_test, recipe.subset_seed, str(torch.device(device)))
+    if _RESIDENT and _RESIDENT[0][0] is data and _RESIDENT[0][1] == key:
+        return _RESIDENT[0][2]
+    sub = recipe.apply_subset(data)
+    arrays = (sub.train_x, sub.train_y, sub.test_x, sub.test_y)
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
+    res = Resident(*tensors, data_sha=data.identity["sha256"])
+    _RESIDENT[:] = [(data, key, res)]
+    return res
+
+
+def device_label(device) -> str:
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def measure(net: nn.Module, flat: torch.Tensor, res: Resident, smoothing: torch.Tensor,
+            autocast: bool) -> list[dict[str, float]]:
+    """flat [N, P] on the training device -> N dicts of records.METRICS, un-augmented images."""
+    batch = max(100, EVAL_IMAGES // len(flat))
+    out = {}
+    for split, x, y in (("train", res.train_x, res.train_y), ("test", res.test_x, res.test_y)):
+        m = evaluate_flat(net, flat, x, y, smoothing, batch=batch, autocast=autocast)
+        out.update({f"{split}_acc": m["acc"], f"{split}_loss": m["loss"], f"{split}_loss_plain": m["loss_plain"]})
+    return [{k: float(out[k][i]) for k in METRICS} for i in range(len(flat))]
+
+
+def nan_metrics() -> dict[str, float]:
+    return {k: math.nan for k in METRICS}
+
+
+def resident_batches(res: Resident, recipe: Recipe, seed: int, epoch: int):
+    """The member's augmented training batches of `epoch`: (x uint8 [B, 3, 32, 32], y [B])."""
+    draw = draw_epoch(seed, epoch, len(res.train_y), recipe).to(res.train_x.device)
+    for s in range(draw.order.shape[0]):
+        idx = draw.order[s]
+        yield augment(res.train_x[idx], draw.flip[s], draw.shift[s], draw.corner[s], recipe), res.train_y[idx]
+
+
+def new_member(cfg: MemberConfig, *, asym_seed: int, device) -> tuple[nn.Module, torch.optim.AdamW]:
+    """The member's initialised network on `device` and its AdamW (lr set per step)."""
+    net = init_weights(build(cfg.family, asym_seed), cfg.seed).to(device)
+    return net, torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _all_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> bool:
+    grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
+    return bool(torch.isfinite(torch.cat([loss.reshape(1), *grads])).all())
+
+
+def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches, lrs: np.ndarray, label_smoothing: float,
+                autocast: torch.dtype | None) -> bool:
+    """One epoch of AdamW steps at learning rates `lrs` [steps]; False at the first non-finite step,
+    which is not taken."""
+    params = list(net.parameters())
+    for lr, (x, y) in zip(lrs, batches):  # lrs first: zip must not draw a batch past the last step
+        with torch.autocast(x.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            logits = net(normalize(x))
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not _all_finite(loss, params):
+            return False
+        opt.param_groups[0]["lr"] = float(lr)
+        opt.step()
+    return True
+
+
+def fit(cfg: MemberConfig, res: Resident, recipe: Recipe, batches: Batches, *, asym_seed: int = 0,
+        device="cpu") -> MemberResult:
+    """Train one member on `batches(epoch)` and measure it on `res`: the loop shared by the
+    resident and FFCV paths."""
+    start, device = time.perf_counter(), torch.device(device)
+    net, opt = new_member(cfg, asym_seed=asym_seed, device=device)
+    epochs, steps = recipe.member_epochs(cfg), recipe.steps_per_epoch(len(res.train_y))
+    lrs = cfg.lr * recipe.lr_factors(epochs, steps).reshape(epochs, steps)
+    autocast = recipe.autocast_dtype(device)
+    smoothing = torch.tensor([cfg.label_smoothing], device=device)
+
+    def snapshot():
+        flat = flatten(net)
+        return flat.numpy(), measure(net, flat[None].to(device), res, smoothing, autocast is not None)[0]
+
+    params_init = flatten(net).numpy()
+    checkpoints = {0: snapshot()} if 0 in recipe.checkpoints else {}
+    diverged = None
+    for epoch in range(epochs):
+        with closing(batches(epoch)) as it:
+            if not train_epoch(net, opt, it, lrs[epoch], cfg.label_smoothing, autocast):
+                diverged = epoch
+                break
+        if epoch + 1 in recipe.checkpoints:
+            checkpoints[epoch + 1] = snapshot()
+    params_final, metrics = snapshot() if diverged is None else (flatten(net).numpy(), nan_metrics())
+    return MemberResult(
+        config=cfg, status="ok" if diverged is None else "diverged", diverged_epoch=diverged, metrics=metrics,
+        params_init=params_init, params_final=params_final, wall_time_s=time.perf_counter() - start,
+        device=device_label(device), data_sha=res.data_sha, checkpoints=checkpoints,
+    )
+
+
+def train_member(cfg: MemberConfig, data: Cifar10, recipe: Recipe, *, asym_seed: int = 0,
+                 device="cpu") -> MemberResult:
+    """Train one member on the resident path (module doc: data, randomness, divergence)."""
+    res = resident(data, recipe, device)
+    return fit(cfg, res, recipe, lambda epoch: resident_batches(res, recipe, cfg.seed, epoch),
+               asym_seed=asym_seed, device=device)
+
+
+def train_members(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
+                  engine: str = "auto", pack_size: int = 64, compile: bool = False,
+                  beton_dir=None) -> list[MemberResult]:
+    """Train members of one family; results in the order of `cfgs`.
+
+    engine: "resident" (one at a time), "packed" (packs of at most `pack_size` members of equal
+    epoch count, optionally torch.compile'd), "ffcv" (FFCV Loader batches; .beton files cached in
+    `beton_dir`), "auto" = packed on cuda, resident elsewhere.
+    """
+    families = sorted({c.family for c in cfgs})
+    if len(families) > 1:
+        raise ValueError(f"cfgs: members of one family expected, got families {families}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}: must be one of {ENGINES}")
+    if not isinstance(pack_size, int) or pack_size < 1:
+        raise ValueError(f"pack_size={pack_size!r}: must be an int >= 1")
+    if engine == "auto":
+        engine = "packed" if torch.device(device).type == "cuda" else "resident"
+    if engine == "packed":
+        from .packed import train_packs  # packed builds on this module
+
+        return train_packs(cfgs, data, recipe, asym_seed=asym_seed, device=device, pack_size=pack_size,
+                           compile=compile)
+    if engine == "ffcv":
+        from .ffcv_data import train_member_ffcv  # needs ffcv, an optional dependency
+
+        return [train_member_ffcv(c, data, recipe, beton_dir=beton_dir, asym_seed=asym_seed, device=device)
+                for c in cfgs]
+    return [train_member(c, data, recipe, asym_seed=asym_seed, device=device) for c in cfgs]
