@@ -59,6 +59,7 @@ from torch import nn
 import zoo
 from zoo.augment import augment, draw_epoch
 from zoo.evaluate import evaluate_flat, normalize
+from zoo.models import check_family
 from zoo.recipe import Recipe
 from zoo.store import atomic_write_parquet, open_zoo
 from zoo.store.fs import atomic_write_bytes
@@ -94,7 +95,7 @@ class MliConfig:
     out: str | None = None  # output folder; None = <zoo>/mli
     data: str | None = None  # CIFAR-10 root; None = $SYMZOO_DATA or ~/.cache/symzoo
     families: tuple[str, ...] | None = None  # subset of the zoo's families; None = all of them
-    members: int | None = None  # first N members (by index) per family, >= 1; None = all
+    members: int | None = None  # first N members (by index) per family, diverged included, >= 1; None = all
     alphas: int = 25  # points per curve, evenly spaced in [0, 1], >= 3
     n_eval: int | None = None  # seeded subset of the recipe's train images, >= 1; None = all
     eval_seed: int = 0  # seed of that subset and of the augmented copy, >= 0
@@ -108,11 +109,13 @@ class MliConfig:
     top: int = 20  # curves per family panel in figure 5 (lowest recorded train loss), >= 1
 
     def __post_init__(self):
-        _check("zoo", self.zoo, isinstance(self.zoo, str) and self.zoo != "", "a path string")
+        for name in ("zoo", "out", "data"):  # paths are kept as strings: the config goes to JSON
+            v = getattr(self, name)
+            ok = (v is None and name != "zoo") or (isinstance(v, (str, os.PathLike)) and os.fspath(v) != "")
+            _check(name, v, ok, "a non-empty path" + ("" if name == "zoo" else " or None"))
+            object.__setattr__(self, name, None if v is None else os.fspath(v))
         if self.families is not None:
-            object.__setattr__(self, "families", tuple(self.families))
-            for f in self.families:
-                zoo.models.check_family(f)
+            object.__setattr__(self, "families", tuple(check_family(f) for f in self.families))
         for name in ("members", "n_eval", "workers", "points"):
             v = getattr(self, name)
             _check(name, v, v is None or (_is_int(v) and v >= 1), "None or an int >= 1")
@@ -337,6 +340,21 @@ def paper_table4() -> pd.DataFrame:
                      "monotonic_pct": r["monotonic_pct"],
                      **{f"{m}_{k}": r[m][i] for m in ("delta", "local", "global") for i, k in enumerate(("mean", "std"))}})
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def read_table4(out: Path) -> pd.DataFrame:
+    """The Table 4 that `run` wrote to `out` (table4.csv), in `table4`'s columns."""
+    return pd.read_csv(Path(out) / "table4.csv")
+
+
+def beside_paper(table: pd.DataFrame) -> pd.DataFrame:
+    """Ours and the paper's Table 4 side by side: one row per (family, column), for reports."""
+    paper, ours = paper_table4().set_index("family"), table.set_index("family")
+    cols = ["n", "n_diverged", "delta_mean", "delta_std", "monotonic_pct", "local_mean", "local_std",
+            "global_mean", "global_std"]
+    rows = [{"family": f, "column": c, "ours": ours.at[f, c], "paper": paper.at[f, c]}
+            for f in ours.index if f in paper.index for c in cols]
+    return pd.DataFrame(rows, columns=["family", "column", "ours", "paper"])
 
 
 def _pm(mean: float, std: float) -> str:

@@ -129,8 +129,9 @@ def test_table_is_computed_from_the_stored_curves(tmp_path):
     assert np.isnan(table.loc["standard"].p_delta)
 
     mli.write_tables(mli.table4(curves), tmp_path, "about these curves")
-    back = pd.read_csv(tmp_path / "table4.csv")
-    pd.testing.assert_frame_equal(back, mli.table4(curves), check_dtype=False)
+    pd.testing.assert_frame_equal(mli.read_table4(tmp_path), mli.table4(curves), check_dtype=False)
+    side = mli.beside_paper(mli.table4(curves)).set_index(["family", "column"])
+    assert side.loc[("w_asym", "n"), "ours"] == 10 and side.loc[("w_asym", "monotonic_pct"), "paper"] == 100.0
     md = (tmp_path / "table4.md").read_text()
     assert "| W-Asym ResNet-8 | 10 | 1 | 0 |" in md and "about these curves" in md and "0.079 ± 0.109" in md
     assert "\\toprule" in (tmp_path / "table4.tex").read_text()
