@@ -156,11 +156,13 @@ class FamilyData:
 
 
 def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, status=None,
-            train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC, max_members: int = 0) -> FamilyData:
-    """Apply the exclusion policy, split, fit the standardizer on train, standardize a copy.
+            train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC, max_members: int = 0,
+            copy: bool = True) -> FamilyData:
+    """Apply the exclusion policy, split, fit the standardizer on train, standardize the inputs.
 
     `max_members` > 0 keeps the first that many usable members in sha256(member_id) order, a
-    deterministic subsample for quick runs.
+    deterministic subsample for quick runs. `copy=False` hands `weights` over: when every row is
+    kept it is standardized in place, so a paper-size family (3 GB) is not held twice.
     """
     layout, targets, member_ids = as_layout(layout), np.asarray(targets, np.float64), np.asarray(member_ids)
     if weights.ndim != 2 or weights.shape[1] != layout.size or not len(weights) == len(targets) == len(member_ids):
@@ -174,7 +176,8 @@ def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, st
         rows = np.sort(rows[id_order(member_ids[rows])[:max_members]])
     ids, y = member_ids[rows], targets[rows]
     split = split_members(list(ids), train_frac=train_frac, val_frac=val_frac, family=family)
-    x = np.asarray(weights[rows], dtype=np.float32)
+    in_place = not copy and len(rows) == len(weights) and weights.dtype == np.float32
+    x = weights if in_place else np.asarray(weights[rows], dtype=np.float32)
     scaler = Standardizer.fit(x[split.train], y[split.train], layout)
     return FamilyData(family, layout, ids, scaler.inputs(x), y, split, scaler, excluded,
                       fingerprint(ids, y, layout.size))

@@ -50,13 +50,11 @@ def table3(runs: list[dict]) -> pd.DataFrame:
     metanets = _ordered([r["metanet"] for r in final], METANETS)
     families = _ordered([r["family"] for r in final], FAMILY_NAMES)
     columns = pd.MultiIndex.from_product([families, STATS], names=["family", "stat"])
-    frame = pd.DataFrame(index=pd.Index(metanets, name="metanet"), columns=columns, dtype=float)
+    rows = []
     for m in metanets:
-        for f in families:
-            cell = [r for r in final if r["metanet"] == m and r["family"] == f]
-            if cell:
-                frame.loc[m, f] = pd.Series(_cell(cell))
-    return frame
+        cells = {f: [r for r in final if r["metanet"] == m and r["family"] == f] for f in families}
+        rows.append([(_cell(c) if c else dict.fromkeys(STATS, np.nan))[s] for f, c in cells.items() for s in STATS])
+    return pd.DataFrame(rows, index=pd.Index(metanets, name="metanet"), columns=columns, dtype=float)
 
 
 def paper_table3() -> pd.DataFrame:
@@ -148,6 +146,7 @@ def scatter(runs: list[dict], path: Path) -> Path:
         if rec is not None:
             _panel(ax, rec)
         ax.set_title(f"{DISPLAY.get(m, m)} / {FAMILY_NAMES.get(f, f)}", fontsize=9)
+    fig.suptitle("Test split, first final run of each metanetwork and family", fontsize=10)
     fig.supxlabel("true test accuracy")
     fig.supylabel("predicted test accuracy")
     fig.savefig(path, dpi=110)
@@ -157,8 +156,13 @@ def scatter(runs: list[dict], path: Path) -> Path:
 
 def _panel(ax, rec: dict) -> None:
     true, pred = np.array(rec["test_true"]), np.array(rec["test_pred"], dtype=float)
-    lo, hi = float(np.nanmin([true.min(), np.nanmin(pred)])), float(np.nanmax([true.max(), np.nanmax(pred)]))
-    ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8, zorder=0)
+    both = np.concatenate([true, pred[np.isfinite(pred)]])
+    lo, hi = float(both.min()), float(both.max())
+    pad = 0.05 * (hi - lo) or 0.01
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=0.8, zorder=0)
     ax.scatter(true, pred, s=6, alpha=0.6)
-    ax.text(0.03, 0.97, f"R^2 {rec['test_r2']:.3f}\ntau {rec['test_tau']:.3f}\nn {len(true)}",
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    r2, tau = (np.nan if rec[k] is None else rec[k] for k in ("test_r2", "test_tau"))
+    ax.text(0.03, 0.97, f"$R^2$ {r2:.3f}\n$\\tau$ {tau:.3f}\nn {len(true)}, lr {rec['lr']:g}",
             transform=ax.transAxes, va="top", fontsize=8)

@@ -131,5 +131,9 @@ def select_lr(records: list[dict]) -> float:
     first record wins, and a NaN score never does."""
     if not records:
         raise ValueError("select_lr: no learning-rate runs to choose from")
-    best = max(records, key=lambda r: r["val_r2"] if np.isfinite(r["val_r2"]) else -math.inf)
+    def score(record):  # records read back from JSON hold null where the score was NaN
+        value = record["val_r2"]
+        return value if value is not None and math.isfinite(value) else -math.inf
+
+    best = max(records, key=score)
     return best["lr"]

@@ -9,7 +9,7 @@ import zoo
 from conftest import run_python
 from metanets.base import n_params, seeded_init
 from metanets.data import Standardizer, prepare, split_members
-from metanets.deepsets import SetReadout
+from metanets.deepsets import ScalarPhi, SetReadout
 from metanets.registry import METANETS, build
 from metanets.report import PAPER_TABLE3, paper_table3, table3, to_csv, to_markdown
 from metanets.statnn import StatNN
@@ -24,13 +24,14 @@ PAPER_PARAMS = {  # paper Table 9: metanetwork sizes for the standard and W-Asym
 }
 
 
-def small_layout(widths=(24, 40, 10)) -> Layout:
-    """A made-up 6-tensor layout of 2,334 entries (enough for DMC's 2,044 minimum)."""
+def small_layout(widths=(24, 40, 10), *, empty_stem=False) -> Layout:
+    """A made-up 6-tensor layout of 2,334 entries (enough for DMC's 2,044 minimum); with
+    `empty_stem` its first tensor is fully fixed (size 0), like W-Asym's stem conv."""
     shapes = [(widths[0], 3, 3, 3), (widths[0],), (widths[1], widths[0], 2), (widths[1],),
               (widths[2], widths[1]), (widths[2],)]
     specs, offset = [], 0
     for i, shape in enumerate(shapes):
-        size = int(np.prod(shape))
+        size = 0 if (i == 0 and empty_stem) else int(np.prod(shape))
         specs.append(TensorSpec(f"t{i}", shape, offset, size))
         offset += size
     return Layout(tuple(specs))
@@ -225,3 +226,146 @@ def test_runs_are_reproducible_and_seeds_are_addressed():
     code = "from metanets.train import run_seed; print(run_seed(0, 'w_asym', 'dmc', 'final', 3))"
     assert int(run_python(code)) == run_seed(0, "w_asym", "dmc", "final", 3)
     assert len({run_seed(0, "w_asym", "dmc", "final", i) for i in range(5)}) == 5
+
+
+def test_scalar_phi_is_linear_layernorm_relu():
+    phi = seeded_init(ScalarPhi(16), 4)
+    with torch.no_grad():
+        phi.norm.weight.normal_(generator=torch.Generator().manual_seed(1))
+        phi.norm.bias.normal_(generator=torch.Generator().manual_seed(2))
+    plain = torch.nn.Sequential(phi.linear, phi.norm, torch.nn.ReLU())
+    x = (torch.randn(3, 200, 1, generator=torch.Generator().manual_seed(3)) * 4).requires_grad_()
+    grads = []
+    for f in (phi, plain):
+        out = f(x)
+        grads.append(torch.autograd.grad(out.square().sum(), [x, *phi.parameters()]))
+    torch.testing.assert_close(phi(x), plain(x), rtol=1e-5, atol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_table3_summarises_final_runs_only():
+    runs = [{"phase": "final", "metanet": "statnn", "family": "w_asym", "lr": 1e-2, "test_r2": v, "test_tau": t}
+            for v, t in ((0.9, 0.8), (0.7, 0.6), (0.8, None))]
+    runs.append({"phase": "select", "metanet": "statnn", "family": "w_asym", "lr": 1e-3, "test_r2": -5.0, "test_tau": 0})
+    runs.append({"phase": "final", "metanet": "mlp", "family": "standard", "lr": 1e-4, "test_r2": 0.1, "test_tau": 0.2})
+    frame = table3(runs)
+    assert list(frame.index) == ["mlp", "statnn"] and list(frame.columns.levels[0]) == ["standard", "w_asym"]
+    cell = frame.loc["statnn", "w_asym"]
+    assert cell["r2_mean"] == pytest.approx(0.8) and cell["r2_std"] == pytest.approx(0.1)
+    assert math.isnan(cell["tau_mean"]) and cell["runs"] == 3 and cell["lr"] == 1e-2
+    assert math.isnan(frame.loc["mlp", ("standard", "r2_std")]) and math.isnan(frame.loc["mlp", ("w_asym", "r2_mean")])
+    md = to_markdown(frame)
+    assert "| StatNN | - | - | 0.800 ± 0.100 | - |" in md and "| MLP | 0.100 | 0.200 | - | - |" in md
+    with pytest.raises(ValueError, match="no final runs"):
+        table3(runs[3:4])
+
+
+def test_paper_table3_is_the_papers():
+    frame = paper_table3()
+    assert frame.loc["mlp", ("standard", "r2_mean")] == -0.171 and frame.loc["statnn", ("w_asym", "tau_mean")] == 0.935
+    assert frame.shape == (4, 12) and set(PAPER_TABLE3) == set(METANETS)
+
+
+# --- the stage, end to end through the store ----------------------------------------------------
+
+def synthetic_store(path, members: dict, *, diverged=(), chance=(), layouts="small"):
+    """A zoo committed through zoo.store: configs from zoo.sample_member, weights N(0, 1) plus a
+    per-member shift s in [0, 1], test accuracy 0.2 + 0.6 s (the planted signal). `layouts`
+    "small" gives both families made-up layouts (W-Asym's with an empty stem), None the real ones."""
+    from zoo.records import METRICS, MemberResult
+    from zoo.store import commit, init_zoo
+
+    given = None if layouts is None else {f: small_layout(empty_stem=(f == "w_asym")).to_json() for f in members}
+    store = init_zoo(path, zoo_seed=3, families=dict.fromkeys(members, 0), recipe={}, recipe_overrides={},
+                     data={"sha256": "synthetic"}, layouts=given)
+    for family, n in members.items():
+        results = []
+        for i in range(n):
+            rng = np.random.default_rng([i, store.n_params(family)])
+            shift = rng.uniform()
+            params = (rng.normal(size=store.n_params(family)) + shift).astype(np.float32)
+            ok = (family, i) not in diverged
+            acc = 0.1 if (family, i) in chance else 0.2 + 0.6 * shift
+            metrics = {m: acc if ok else float("nan") for m in METRICS}
+            results.append(MemberResult(zoo.sample_member(3, i, family), "ok" if ok else "diverged",
+                                        None if ok else 2, metrics, np.zeros_like(params), params, 1.0, "cpu",
+                                        "synthetic"))
+        if results:
+            commit(store, results)
+    return store
+
+
+def cli(*args) -> int:
+    from pipelines.cli import main
+
+    return main(["metanets", *map(str, args)])
+
+
+def test_cli_end_to_end_then_resume(tmp_path):
+    store = synthetic_store(tmp_path / "zoo", {"standard": 40, "w_asym": 40}, diverged={("w_asym", 5)},
+                            chance={("standard", 7)})
+    out = tmp_path / "out"
+    args = ["--zoo", store.path, "--out", out, "--epochs", 3, "--lrs", "1e-3,1e-2", "--runs", 2]
+    assert cli(*args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    fams = manifest["families"]
+    assert manifest["zoo"]["member_count"] == 80 and manifest["runs"] == {"trained": 32, "reused": 0}
+    assert fams["w_asym"]["excluded"]["not_ok_status"] == 1 and fams["w_asym"]["usable"] == 39
+    assert fams["standard"]["chance_level"] == 1 and fams["standard"]["splits"] == {"train": 20, "val": 10, "test": 10}
+    runs = json.loads((out / "runs.json").read_text())
+    assert len(runs) == 32
+    for family in fams:
+        for name in METANETS:
+            cell = [r for r in runs if r["family"] == family and r["metanet"] == name]
+            select = [r for r in cell if r["phase"] == "select"]
+            final = [r for r in cell if r["phase"] == "final"]
+            assert select_lr(select) == manifest["chosen_lr"][family][name] == final[0]["lr"] == final[1]["lr"]
+            assert [r["seed"] for r in final] == [run_seed(0, family, name, "final", i) for i in range(2)]
+            assert all(len(r["curves"]["val_r2"]) == 3 for r in cell)
+    table = __import__("pandas").read_csv(out / "table3.csv", index_col="metanet")
+    for name in METANETS:
+        r2 = [r["test_r2"] for r in runs if r["phase"] == "final" and r["family"] == "w_asym" and r["metanet"] == name]
+        assert table.loc[name, "w_asym_r2_mean"] == pytest.approx(np.mean(r2))
+        assert table.loc[name, "w_asym_r2_std"] == pytest.approx(np.std(r2, ddof=1))
+    assert "W-Asym ResNet R^2" in (out / "table3.md").read_text() and "\\toprule" in (out / "table3.tex").read_text()
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(out / "scatter.png").shape[:2]
+    assert height > 1.5 * width > 500  # 4 metanets x 2 families of panels
+
+    before = (out / "table3.csv").read_text()
+    next(out.glob("runs/standard/statnn/final-1-*.json")).unlink()
+    assert cli(*args) == 0
+    assert json.loads((out / "manifest.json").read_text())["runs"] == {"trained": 1, "reused": 31}
+    assert (out / "table3.csv").read_text() == before  # the retrained run is the same run
+
+
+def test_stage_reads_real_layouts(tmp_path):
+    from metanets.stage import MetanetConfig, run
+
+    store = synthetic_store(tmp_path / "zoo", {"standard": 8, "w_asym": 8}, layouts=None)
+    out = run(MetanetConfig(zoo=store.path, metanets=("statnn",), lrs=(1e-3,), runs=1, epochs=1))
+    assert out == tmp_path / "zoo" / "metanets"
+    runs = json.loads((out / "runs.json").read_text())
+    assert {r["family"]: r["n_params"] for r in runs} == {"standard": 119_297, "w_asym": 117_505}
+    assert [r["phase"] for r in runs] == ["final", "final"]  # one lr: no selection runs
+
+
+def test_bad_input_gets_a_clear_message(tmp_path, capsys):
+    from metanets.stage import MetanetConfig, run
+
+    empty = synthetic_store(tmp_path / "empty", {"standard": 0})
+    with pytest.raises(ValueError, match="family 'standard' of the zoo at .* has no committed members"):
+        run(MetanetConfig(zoo=empty.path))
+    small = synthetic_store(tmp_path / "small", {"standard": 6})
+    with pytest.raises(ValueError, match="family 'standard' has 6 usable members"):
+        run(MetanetConfig(zoo=small.path, metanets=("mlp",)))
+    with pytest.raises(ValueError, match=r"\['w_asym'\] not in the zoo"):
+        run(MetanetConfig(zoo=small.path, families=("w_asym",)))
+    with pytest.raises(ValueError, match="unknown metanets config keys \\['lr'\\]"):
+        MetanetConfig.from_dict({"zoo": small.path, "lr": 1e-3})
+    with pytest.raises(ValueError, match="lrs=.*must be a non-empty list of floats > 0"):
+        MetanetConfig(zoo=small.path, lrs=(0.0,))
+    assert cli("--zoo", small.path, "--metanets", "mlp,transformer") == 2
+    assert "metanet='transformer': unknown; allowed: mlp, dmc, deepsets, statnn" in capsys.readouterr().err
