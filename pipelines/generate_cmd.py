@@ -1,0 +1,49 @@
+"""`symzoo generate`: train a zoo into the store (resumable; Ray embedded or on a cluster)."""
+from __future__ import annotations
+
+import sys
+
+from .data_cmd import add_data_option
+from .presets import load_preset
+
+
+def add_zoo_options(p) -> None:
+    """Options shared by `generate` and `run`: which preset, zoo, data and Ray cluster."""
+    p.add_argument("--preset", default="demo", help="configs/NAME.yaml or a path to a preset file (default: demo)")
+    p.add_argument("--zoo", default=None, help="zoo directory or URI (default: runs/PRESET/zoo)")
+    add_data_option(p)
+    p.add_argument("--download", action="store_true", help="fetch CIFAR-10 (md5-checked) if absent")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
+    p.add_argument("--families", default=None, help="comma-separated subset of the preset's families")
+    p.add_argument("--members", type=int, default=None, help="members per family (overrides the preset)")
+    p.add_argument("--new-zoo", action="store_true", help="refuse to add to an existing zoo at --zoo")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="train a zoo into the Parquet weight store (resumable)")
+    add_zoo_options(p)
+    p.set_defaults(func=run)
+
+
+def sweep_config(args):
+    from cluster.sweep import SweepConfig
+
+    preset = load_preset(args.preset)
+    families = tuple(args.families.split(",")) if args.families else preset.families
+    return SweepConfig(
+        zoo=args.zoo or f"runs/{preset.name}/zoo",
+        members=preset.members if args.members is None else args.members,
+        families=families, zoo_seed=preset.zoo_seed, asym_seed=preset.asym_seed, recipe=preset.recipe,
+        data=args.data, download=args.download, address=args.address, new_zoo=args.new_zoo,
+        **preset.generate)
+
+
+def run(args) -> int:
+    from cluster import sweep
+
+    try:
+        sweep.run(sweep_config(args))
+    except sweep.SweepFailed as e:
+        print(f"symzoo generate: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,198 @@
+"""Reliability of `symzoo generate` on the smoke preset: resume, retries, races, bad files, full disk.
+
+Each end-to-end test starts an embedded Ray in a child process, as a user's command would.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cluster.plan import make_packs, plan_members
+from conftest import REPO
+from zoo import load_cifar10, sample_member
+from zoo.recipe import Recipe
+from zoo.store import init_zoo, open_zoo
+from zoo.train import train_member
+
+SMOKE = dict(epochs=1, n_train=256, n_test=256, batch_size=64)  # configs/smoke.yaml's recipe
+
+
+def generate(zoo, *extra, env=None, **popen):
+    """`symzoo generate --preset smoke` as a child process (its own session, for clean kills)."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "generate", "--preset", "smoke", "--zoo", str(zoo), *extra]
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", **(env or {}))
+    return subprocess.Popen(cmd, cwd=REPO, env=full_env, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def finish(proc, timeout=300) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        _kill_group(proc)
+    return out
+
+
+def _kill_group(proc):
+    """Ray's helper processes outlive a SIGKILLed driver; reap the whole session."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def member_files(zoo) -> list[Path]:
+    return sorted(p for p in Path(zoo, "members").rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def assert_complete(zoo, families, n):
+    df = open_zoo(str(zoo)).members()
+    for f in families:
+        got = sorted(df[df.family == f]["index"].tolist())
+        assert got == list(range(n)), (f, got)
+    assert df.member_id.is_unique
+
+
+def test_plan_groups_packs_by_family_and_epochs():
+    todo = plan_members(0, ("standard", "w_asym"), 40)
+    packs = make_packs(todo, pack_size=8, epochs_of=lambda c: c.epochs)
+    assert sum(len(p.configs) for p in packs) == 80
+    for p in packs:
+        assert len({c.family for c in p.configs}) == 1 and len({c.epochs for c in p.configs}) == 1
+        assert len(p.configs) <= 8
+    again = make_packs(list(reversed(todo)), pack_size=8, epochs_of=lambda c: c.epochs)
+    assert [p.name for p in again] == [p.name for p in packs]  # deterministic: retries reuse names
+    with pytest.raises(ValueError, match="members=0"):
+        plan_members(0, ("standard",), 0)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_completes_with_identical_weights(tmp_path, cifar_root):
+    zoo = tmp_path / "zoo"
+    env = {"SYMZOO_DATA": str(cifar_root)}
+    proc = generate(zoo, "--families", "standard", "--members", "4", env=env)
+    deadline = time.monotonic() + 240
+    while not member_files(zoo) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    finish(proc)
+    assert 1 <= len(member_files(zoo))
+    out = finish(generate(zoo, "--families", "standard", "--members", "4", env=env))
+    assert "already committed" in out, out
+    assert_complete(zoo, ["standard"], 4)
+    # every member, resumed or not, equals a direct uninterrupted training, bit for bit
+    data = Recipe.from_dict(SMOKE).apply_subset(load_cifar10(cifar_root))
+    store = open_zoo(str(zoo))
+    weights, ids = store.weights("standard", which="final")
+    by_id = dict(zip(ids, weights))
+    for i in (0, 3):
+        cfg = sample_member(0, i, "standard")
+        direct = train_member(cfg, data, Recipe.from_dict(SMOKE), asym_seed=0)
+        np.testing.assert_array_equal(by_id[cfg.member_id], direct.params_final)
+
+
+@pytest.mark.slow
+def test_failed_pack_is_retried_and_committed_once(tmp_path, cifar_root):
+    zoo, faults = tmp_path / "zoo", tmp_path / "faults"
+    faults.mkdir()
+    env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"once:{faults}"}
+    out = finish(generate(zoo, "--families", "w_asym", "--members", "3", env=env))
+    assert len(list(faults.iterdir())) == 3, out  # every pack failed once ...
+    assert_complete(zoo, ["w_asym"], 3)  # ... and is present exactly once
+    assert len(member_files(zoo)) == 3
+
+
+@pytest.mark.slow
+def test_two_concurrent_generates_leave_a_complete_zoo(tmp_path, cifar_root):
+    zoo = tmp_path / "zoo"
+    env = {"SYMZOO_DATA": str(cifar_root)}
+    procs = [generate(zoo, "--families", "standard", "--members", "3", env=env) for _ in range(2)]
+    outs = [finish(p) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert_complete(zoo, ["standard"], 3)
+    # both drivers planned the same packs, so they committed under the same names: even a raw
+    # reader that does not deduplicate sees each member once
+    assert len(member_files(zoo)) == 3
+
+
+@pytest.mark.slow
+def test_bad_files_are_reported_skipped_and_retrained(tmp_path, cifar_root):
+    zoo = tmp_path / "zoo"
+    env = {"SYMZOO_DATA": str(cifar_root)}
+    finish(generate(zoo, "--families", "sigma_asym", "--members", "3", env=env))
+    files = member_files(zoo)
+    files[0].write_bytes(files[0].read_bytes()[:1000])  # truncated
+    files[1].write_bytes(b"")  # zero bytes
+    (files[0].parent / "foreign.parquet").write_bytes(b"PAR1 not really parquet")
+    assert len(open_zoo(str(zoo)).members()) == 1  # readers skip the bad files
+    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "store", "verify", str(zoo)],
+                         cwd=REPO, capture_output=True, text=True).stdout
+    for name in (files[0].name, files[1].name, "foreign.parquet"):
+        assert name in out, out
+    finish(generate(zoo, "--families", "sigma_asym", "--members", "3", env=env))
+    assert_complete(zoo, ["sigma_asym"], 3)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs: room for a manifest, not for one member's weights (~620 KB)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.slow
+def test_full_disk_fails_cleanly(tiny_disk, cifar_root):
+    zoo = tiny_disk / "zoo"
+    env = {"SYMZOO_DATA": str(cifar_root)}
+    proc = generate(zoo, "--families", "standard", "--members", "1", env=env)
+    out = finish(proc)
+    assert proc.returncode == 1, out
+    assert "No space left on device" in out and "rerun" in out, out
+    visible = [p for p in zoo.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert [p.name for p in visible] == ["manifest.json"], visible
+
+
+def cli(*args):
+    from pipelines.cli import main
+
+    return main(list(args))
+
+
+def test_bad_input_is_a_clear_error(tmp_path, cifar_root, capsys, monkeypatch):
+    monkeypatch.setenv("SYMZOO_DATA", str(cifar_root))
+    zoo = str(tmp_path / "zoo")
+    cases = [
+        (["--families", "resnet"], "family='resnet'"),
+        (["--members", "0"], "members=0"),
+        (["--preset", "nope"], "preset='nope'.*smoke"),
+        (["--address", "127.0.0.1:1"], "address='127.0.0.1:1'.*ray start --head"),
+    ]
+    for extra, message in cases:
+        assert cli("generate", "--preset", "smoke", "--zoo", zoo, *extra) == 2
+        assert __import__("re").search(message, capsys.readouterr().err), extra
+    monkeypatch.setenv("SYMZOO_DATA", str(tmp_path / "empty"))
+    assert cli("generate", "--preset", "smoke", "--zoo", zoo) == 2
+    assert "materialize.py" in capsys.readouterr().err
+
+
+def test_manifest_mismatch_names_the_difference(tmp_path, cifar_root, capsys, monkeypatch):
+    monkeypatch.setenv("SYMZOO_DATA", str(cifar_root))
+    zoo = str(tmp_path / "zoo")
+    data = Recipe.from_dict(SMOKE).apply_subset(load_cifar10(cifar_root))
+    init_zoo(zoo, zoo_seed=1, families={"standard": 0}, recipe=Recipe.from_dict(SMOKE).to_dict(),
+             recipe_overrides={}, data=data.identity)
+    before = Path(zoo, "manifest.json").read_text()
+    assert cli("generate", "--preset", "smoke", "--zoo", zoo, "--families", "standard") == 2
+    err = capsys.readouterr().err
+    assert "zoo_seed" in err and "--new-zoo" in err, err
+    assert Path(zoo, "manifest.json").read_text() == before
