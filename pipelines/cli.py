@@ -8,6 +8,7 @@ import sys
 
 COMMAND_MODULES = [  # each has register(subparsers); imported lazily so `--help` stays fast
     "pipelines.data_cmd",
+    "pipelines.generate_cmd",
     "pipelines.metanets_cmd",
     "pipelines.mli_cmd",
     "pipelines.store_cmd",
