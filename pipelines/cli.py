@@ -12,6 +12,7 @@ COMMAND_MODULES = [  # each has register(subparsers); imported lazily so `--help
     "pipelines.metanets_cmd",
     "pipelines.mli_cmd",
     "pipelines.store_cmd",
+    "pipelines.run_cmd",
 ]
 
 

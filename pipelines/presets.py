@@ -34,6 +34,18 @@ class Preset:
         object.__setattr__(self, "families", tuple(self.families))
         Recipe.from_dict(self.recipe)
         _check_keys(f"{self.name}.generate", self.generate, {"pack_size", "engine", "max_retries"})
+        _check_keys(f"{self.name}.metanets", self.metanets, _settings("metanets.stage", "MetanetConfig"))
+        _check_keys(f"{self.name}.mli", self.mli, _settings("pipelines.mli", "MliConfig"))
+
+
+PIPELINE_SET = {"zoo", "out", "families", "data"}  # filled in by `symzoo run`, not by presets
+
+
+def _settings(module: str, name: str) -> set[str]:
+    import importlib
+
+    config = getattr(importlib.import_module(module), name)
+    return {f.name for f in dataclasses.fields(config)} - PIPELINE_SET
 
 
 def _check_keys(where: str, given: dict, allowed) -> None:

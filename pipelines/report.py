@@ -1,0 +1,115 @@
+"""report.md: the study in one page, every number read from the stage outputs, the paper's
+figures beside ours and labelled as the paper's."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from metanets.report import paper_table3, table3, to_markdown  # noqa: E402
+from zoo.store import open_zoo  # noqa: E402
+
+from . import mli  # noqa: E402
+
+CHANCE = 0.15  # test accuracy below this counts as "ended at chance" (NOTES: finite loss, ~10%)
+HPARAMS = ("lr", "weight_decay", "label_smoothing", "epochs", "epochs_trained")
+
+
+def zoo_table(members: pd.DataFrame, planned: int) -> str:
+    lines = ["| family | planned | committed | ok | diverged | at chance (test acc < 15%) | "
+             "test acc mean ± std | median | train acc mean |", "|" + "---|" * 9]
+    for fam, g in members.groupby("family", sort=False):
+        ok = g[g.status == "ok"]
+        lines.append(
+            f"| {fam} | {planned} | {len(g)} | {len(ok)} | {int((g.status == 'diverged').sum())} | "
+            f"{int((ok.test_acc < CHANCE).sum())} | {100 * ok.test_acc.mean():.1f}% ± {100 * ok.test_acc.std():.1f} | "
+            f"{100 * ok.test_acc.median():.1f}% | {100 * ok.train_acc.mean():.1f}% |")
+    return "\n".join(lines)
+
+
+def hparam_table(members: pd.DataFrame) -> str:
+    lines = ["| hyperparameter | min | median | max |", "|---|---|---|---|"]
+    for h in HPARAMS:
+        v = members[h]
+        lines.append(f"| {h} | {v.min():.3g} | {v.median():.3g} | {v.max():.3g} |")
+    return "\n".join(lines)
+
+
+def accuracy_histogram(members: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    bins = np.linspace(0, 1, 41)
+    for fam, g in members[members.status == "ok"].groupby("family", sort=False):
+        ax.hist(g.test_acc, bins=bins, alpha=0.55, label=f"{fam} (n={len(g)})")
+    ax.set(xlabel="test accuracy", ylabel="members", title="Test accuracy of the zoo's members")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _timings(out: Path) -> str:
+    path = out / "pipeline.json"
+    if not path.exists():
+        return "(stages run one by one; no pipeline timings)"
+    runs = json.loads(path.read_text())["invocations"]
+    stages = list(dict.fromkeys(s for r in runs for s in r["stages"]))
+    lines = ["| stage | this run | all runs of this command |", "|---|---|---|"]
+    for s in stages:
+        total = sum(r["stages"].get(s, 0.0) for r in runs)
+        lines.append(f"| {s} | {runs[-1]['stages'].get(s, 0.0):.1f} s | {total:.1f} s over {len(runs)} run(s) |")
+    return "\n".join(lines)
+
+
+def _metanet_section(out: Path) -> list[str]:
+    runs_path = out / "metanets" / "runs.json"
+    if not runs_path.exists():
+        return ["(metanetwork stage not run)"]
+    ours = table3(json.loads(runs_path.read_text()))
+    return ["**Ours:**", "", to_markdown(ours), "**The paper's (Lim et al. 2024, Table 3; 10,000 members per family):**",
+            "", to_markdown(paper_table3()), "![predicted vs true accuracy](metanets/scatter.png)"]
+
+
+def _mli_section(out: Path) -> list[str]:
+    table_path = out / "mli" / "table4.csv"
+    if not table_path.exists():
+        return ["(MLI stage not run)"]
+    about = json.loads((out / "mli" / "manifest.json").read_text())["measurement"]
+    ours = mli.read_table4(out / "mli")
+    return [mli.describe(about, about["alphas"]), "", "**Ours:**", "", mli.markdown_table(ours), "",
+            "Two-sided t-tests against standard:", "", mli.markdown_pvalues(ours), "",
+            "**The paper's (Lim et al. 2024, Table 4; 300 members per family, p < .001):**", "",
+            mli.markdown_table(mli.paper_table4()), "", "![Figure 5](mli/figure5.png)"]
+
+
+def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str) -> Path:
+    out = Path(out)
+    store = open_zoo(zoo_path)
+    man, members = store.manifest, store.members()
+    accuracy_histogram(members, out / "zoo_accuracy.png")
+    text = [
+        f"# symzoo report: preset `{preset}`", "",
+        f"Zoo `{zoo_path}`, zoo seed {man['zoo_seed']}, asym seeds "
+        + ", ".join(f"{f} {v['asym_seed']}" for f, v in man["families"].items()) + ".",
+        f"Data: {man['data'].get('name')} (sha256 {man['data'].get('sha256')}"
+        + (f", subset {man['data']['subset']}" if man["data"].get("subset") else "") + ").",
+        f"Recipe overrides of the paper's recipe: `{json.dumps(man.get('recipe_overrides', {}))}`"
+        + (" (none)" if not man.get("recipe_overrides") else "") + ".",
+        f"Hardware: {hardware}. Code: {json.dumps(man.get('code_version'))}.", "",
+        "Accuracies, R^2 and convexity below are measured on this zoo, with its n; the paper's figures are "
+        "given for comparison and are not ours.", "",
+        "## Wall time per stage", "", _timings(out), "",
+        "## Zoo", "", zoo_table(members, planned), "", hparam_table(members), "",
+        "![test accuracy histogram](zoo_accuracy.png)", "",
+        "## Table 3: predicting test accuracy from weights", "", *_metanet_section(out), "",
+        "## Table 4: monotonic linear interpolation", "", *_mli_section(out), "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(text))
+    return path
