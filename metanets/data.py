@@ -88,9 +88,10 @@ def usable_rows(weights, targets, status=None) -> tuple[np.ndarray, dict[str, in
     return ok & finite_y & finite_w, counts
 
 
-def _tensor_sums(x: np.ndarray, layout: Layout, power: int) -> np.ndarray:
-    """[T] float64 sum over all rows and each tensor's entries of x ** power (row-chunked)."""
-    col = sum(np.power(x[i : i + ROWS], power, dtype=np.float64).sum(0) for i in range(0, len(x), ROWS))
+def _tensor_sums(x: np.ndarray, rows: np.ndarray, layout: Layout, power: int) -> np.ndarray:
+    """[T] float64 sum over `rows` of x and each tensor's entries of x ** power, a chunk of rows
+    at a time (never a copy of x[rows])."""
+    col = sum(np.power(x[rows[i : i + ROWS]], power, dtype=np.float64).sum(0) for i in range(0, len(rows), ROWS))
     cum = np.concatenate([[0.0], np.cumsum(col)])
     return np.array([cum[t.offset + t.size] - cum[t.offset] for t in layout.tensors])
 
@@ -104,15 +105,17 @@ class Standardizer:
     y_std: float  # train-target std (1 if the train targets are constant)
 
     @classmethod
-    def fit(cls, x_train: np.ndarray, y_train: np.ndarray, layout) -> Standardizer:
+    def fit(cls, x: np.ndarray, y: np.ndarray, layout, rows=None) -> Standardizer:
+        """Statistics of x [n, P] and y [n] over `rows` (the train split; default all rows)."""
         layout = as_layout(layout)
-        count = np.array([len(x_train) * t.size for t in layout.tensors], dtype=np.float64)
+        rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+        count = np.array([len(rows) * t.size for t in layout.tensors], dtype=np.float64)
         safe = np.maximum(count, 1)
-        mean = _tensor_sums(x_train, layout, 1) / safe
-        var = np.maximum(_tensor_sums(x_train, layout, 2) / safe - mean**2, 0)
+        mean = _tensor_sums(x, rows, layout, 1) / safe
+        var = np.maximum(_tensor_sums(x, rows, layout, 2) / safe - mean**2, 0)
         std = np.where(var > 0, np.sqrt(var), 1.0)
-        y_std = float(np.std(y_train))
-        return cls(layout, mean, std, float(np.mean(y_train)), y_std if y_std > 0 else 1.0)
+        y_std = float(np.std(y[rows]))
+        return cls(layout, mean, std, float(np.mean(y[rows])), y_std if y_std > 0 else 1.0)
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
         """Standardize [n, P] float32 in place (row-chunked) and return it."""
@@ -178,6 +181,6 @@ def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, st
     split = split_members(list(ids), train_frac=train_frac, val_frac=val_frac, family=family)
     in_place = not copy and len(rows) == len(weights) and weights.dtype == np.float32
     x = weights if in_place else np.asarray(weights[rows], dtype=np.float32)
-    scaler = Standardizer.fit(x[split.train], y[split.train], layout)
+    scaler = Standardizer.fit(x, y, layout, rows=split.train)
     return FamilyData(family, layout, ids, scaler.inputs(x), y, split, scaler, excluded,
                       fingerprint(ids, y, layout.size))

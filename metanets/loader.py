@@ -46,5 +46,6 @@ def load_family(store, family: str, *, target: str = "test_acc", which: str = "f
     info = {"members": int(len(members)), "usable": int(len(data.member_ids)), "excluded": data.excluded,
             "chance_level": int(chance.sum()), "chance_level_rule": f"test_acc <= {CHANCE_ACC}",
             "splits": data.split.sizes(), "fingerprint": data.fingerprint, "n_params": data.layout.size,
-            "n_tensors": len(data.layout.tensors), "which": which, "target": target}
+            "n_tensors": len(data.layout.tensors), "which": which, "target": target,
+            "standardizer": data.scaler.to_json()}
     return data, info

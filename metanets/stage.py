@@ -73,12 +73,16 @@ class MetanetConfig:
     deepsets_chunk: int = CHUNK  # DeepSets set elements per chunk (memory only), >= 1
 
     def __post_init__(self):
+        for name in ("zoo", "out"):  # path-like objects are welcome; the config keeps strings
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         for name in ("families", "metanets", "lrs"):
             value = getattr(self, name)
             _check(name, value, isinstance(value, (list, tuple)), "a list")
             object.__setattr__(self, name, tuple(value))
         _check("zoo", self.zoo, isinstance(self.zoo, str) and bool(self.zoo), "a non-empty path")
-        _check("out", self.out, isinstance(self.out, str), "a path string ('' = <zoo>/metanets)")
+        _check("out", self.out, isinstance(self.out, str) and (bool(self.out) or "://" not in self.zoo),
+               "a path string ('' = <zoo>/metanets, for a local zoo only)")
         _check("metanets", self.metanets, bool(self.metanets), "a non-empty list")
         for name in self.metanets:
             check_metanet(name)
