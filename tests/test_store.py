@@ -110,6 +110,35 @@ def test_commit_and_read_round_trip(tmp_path):
     assert z.layout("standard") == zoo.layout(zoo.build("standard")).to_json()
 
 
+def test_direct_page_reader_matches_pyarrow_and_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(store.writer, "ROW_GROUP_ROWS", 3)  # several row groups and pages per file
+    z = make_zoo(tmp_path / "zoo")
+    results = [synthetic_result("standard", i) for i in range(10)]
+    path = store.commit(z, results[:8])
+    with pafs.LocalFileSystem().open_input_file(path) as source:
+        pf = pq.ParquetFile(source)
+        assert pf.num_row_groups == 3
+        for g in range(3):
+            expected = pf.read_row_group(g, columns=["params_init"])["params_init"].combine_chunks()
+            out = np.empty(len(expected) * 78042, np.float32)
+            assert store.pages.copy_plain_floats(source, pf.metadata.row_group(g).column(21), out)
+            np.testing.assert_array_equal(out, expected.flatten().to_numpy())
+    other = store.writer.members_table(results[8:], z.schema("standard"), {r.config.member_id: 1 for r in results})
+    foreign_layout = store.atomic_write_parquet(z, "members/family=standard/pack-other-tool.parquet", other)
+    with pafs.LocalFileSystem().open_input_file(foreign_layout) as source:  # snappy, v1 pages
+        meta = pq.ParquetFile(source).metadata.row_group(0).column(22)
+        assert not store.pages.copy_plain_floats(source, meta, np.empty(2 * 78042, np.float32))
+    used = []
+    real = store.pages.copy_plain_floats
+    monkeypatch.setattr(store.pages, "copy_plain_floats", lambda *a: used.append(real(*a)) or used[-1])
+    w, _ = z.weights("standard", which="init")
+    np.testing.assert_array_equal(w, np.stack([r.params_init for r in results]))
+    assert used.count(True) == 3 and used.count(False) == 1
+    streamed = list(z.iter_weights("standard", which="init", batch_size=4, workers=2))
+    assert [len(b) for b, _ in streamed] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in streamed]), w)
+
+
 def test_members_columns_and_bad_queries(tmp_path):
     z = make_zoo(tmp_path / "zoo")
     store.commit(z, [synthetic_result("standard", i) for i in range(3)])

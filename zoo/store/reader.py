@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import torch
 
 from . import fs as store_fs
+from . import pages
 from .manifest import read_manifest
 from .schema import MEMBER_COLUMNS, PARAMS, PARAMS_COLUMNS, checkpoints_schema, members_schema, schema_problems
 
@@ -41,8 +42,7 @@ class Inspection(NamedTuple):
 
 
 def open_parquet(fs, path: str, *, verify_checksums: bool = False) -> pq.ParquetFile:
-    if store_fs.is_local(fs):
-        return pq.ParquetFile(path, memory_map=True, page_checksum_verification=verify_checksums)
+    """Plain reads, not memory maps: as fast here, and a read's memory then shows in its RSS."""
     return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=verify_checksums)
 
 
@@ -82,6 +82,12 @@ class _Part:
     row_group: int
     rows: np.ndarray  # [k] row indices within the row group
     dst: np.ndarray  # [k] output positions
+    group_rows: int  # rows in the row group
+
+    @property
+    def whole(self) -> bool:
+        """Every row of the group, to consecutive output rows: it can be read in place."""
+        return len(self.rows) == self.group_rows and _is_range(self.rows) and _is_range(self.dst)
 
 
 def _is_range(a: np.ndarray) -> bool:
@@ -95,6 +101,13 @@ def _place(out: np.ndarray, dst: np.ndarray, block: np.ndarray, rows: np.ndarray
         out[dst[0] : dst[0] + len(dst)] = src
     else:
         out[dst] = src
+
+
+def _threads(workers: int | None, tasks: int) -> int:
+    """Decoding a Parquet list column runs at about 1 GB/s per core: use them all by default."""
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers={workers!r}: must be an int >= 1 or None (one per CPU)")
+    return max(1, min(workers or os.cpu_count() or 1, tasks))
 
 
 def _params_column(which: str) -> str:
@@ -202,28 +215,37 @@ class Zoo:
             for r, (mid, index, st) in enumerate(zip(t["member_id"], t["index"], t["status"])):
                 if mid not in seen_ids and (status is None or st == status):
                     g = int(np.searchsorted(starts, r, side="right")) - 1
-                    rows.append((index, mid, path, g, r - starts[g]))
+                    rows.append((index, mid, path, g, r - starts[g], seen.row_group_rows[g]))
                 seen_ids.add(mid)
         rows.sort(key=lambda row: row[:2])
-        table = pd.DataFrame(rows, columns=["index", "member_id", "path", "group", "row"])
+        table = pd.DataFrame(rows, columns=["index", "member_id", "path", "group", "row", "group_rows"])
         table["dst"] = np.arange(len(table))
-        parts = [_Part(p, int(g), grp["row"].to_numpy(np.int64), grp["dst"].to_numpy(np.int64))
-                 for (p, g), grp in table.groupby(["path", "group"], sort=False)]
+        parts = [_Part(p, int(g), grp["row"].to_numpy(np.int64), grp["dst"].to_numpy(np.int64), int(n))
+                 for (p, g, n), grp in table.groupby(["path", "group", "group_rows"], sort=False)]
         parts.sort(key=lambda part: int(part.dst[0]))
         return parts, table["member_id"].to_numpy(dtype=object)
 
-    def _read_block(self, part: _Part, column: str, n_params: int) -> np.ndarray | None:
-        """[rows in the row group, P] float32, or None (with a warning) if the pages are damaged."""
+    def _read_block(self, part: _Part, column: str, n_params: int, into: np.ndarray | None = None):
+        """The row group's params [group_rows, P] float32, written into `into` when given; None
+        (with a warning) if its pages are damaged. The store's own files take the direct page
+        reader (zoo.store.pages); others are decoded by pyarrow."""
+        block = into if into is not None else np.empty((part.group_rows, n_params), dtype=np.float32)
         try:
-            with open_parquet(self.fs, part.path) as pf:
-                chunked = pf.read_row_group(part.row_group, columns=[column], use_threads=False).column(0)
-            flat = chunked.combine_chunks().flatten()  # a fixed-size list flattens without copying
-            return flat.to_numpy(zero_copy_only=True).reshape(-1, n_params)
-        except (OSError, ValueError, pa.ArrowException) as e:
+            with self.fs.open_input_file(part.path) as source:
+                meta = pq.ParquetFile(source).metadata.row_group(part.row_group)
+                leaf = next(meta.column(i) for i in range(meta.num_columns)
+                            if meta.column(i).path_in_schema.split(".")[0] == column)
+                if not pages.copy_plain_floats(source, leaf, block.reshape(-1)):
+                    chunked = pq.ParquetFile(source).read_row_group(part.row_group, columns=[column], use_threads=False)
+                    block[:] = chunked.column(0).combine_chunks().flatten().to_numpy().reshape(-1, n_params)
+            return block
+        except (OSError, ValueError, pa.ArrowException, StopIteration) as e:
             warnings.warn(f"skipping {part.path} row group {part.row_group}: {e}", SkippedFileWarning, stacklevel=3)
             return None
 
     def _fill(self, out: np.ndarray, part: _Part, column: str) -> bool:
+        if part.whole:  # the usual case: decode straight into the output rows
+            return self._read_block(part, column, out.shape[1], into=out[part.dst[0] : part.dst[-1] + 1]) is not None
         block = self._read_block(part, column, out.shape[1])
         if block is not None:
             _place(out, part.dst, block, part.rows)
@@ -239,8 +261,7 @@ class Zoo:
         column = _params_column(which)
         parts, ids = self._plan(family, status)
         out = np.empty((len(ids), self.n_params(family)), dtype=np.float32)
-        workers = max(1, min(workers or os.cpu_count() or 1, len(parts) or 1))
-        with ThreadPoolExecutor(workers) as pool:
+        with ThreadPoolExecutor(_threads(workers, len(parts))) as pool:
             done = list(pool.map(lambda part: self._fill(out, part, column), parts))
         if not all(done):  # rare: a file damaged after its small columns were read; drop its rows
             keep = np.ones(len(ids), dtype=bool)
@@ -249,27 +270,40 @@ class Zoo:
             out, ids = out[keep], ids[keep]
         return out, ids
 
-    def iter_weights(self, family: str, which: str = "final", status: str | None = "ok", batch_size: int = 1024):
+    def _batch_piece(self, out: np.ndarray, b0: int, part: _Part, cached, column: str):
+        """Put the part's rows that fall in out's range [b0, b0 + len(out)) in place. Returns (ok,
+        the part's block when later batches still need rows of it)."""
+        b1 = b0 + len(out)
+        if cached is None and part.whole and part.dst[0] >= b0 and part.dst[-1] < b1:
+            view = out[part.dst[0] - b0 : part.dst[-1] - b0 + 1]
+            return self._read_block(part, column, out.shape[1], into=view) is not None, None
+        block = cached if cached is not None else self._read_block(part, column, out.shape[1])
+        if block is None:
+            return False, None
+        lo, hi = np.searchsorted(part.dst, [b0, b1])  # dst ascends within a part
+        _place(out, part.dst[lo:hi] - b0, block, part.rows[lo:hi])
+        return True, (block if part.dst[-1] >= b1 else None)
+
+    def iter_weights(self, family: str, which: str = "final", status: str | None = "ok", batch_size: int = 1024,
+                     workers: int | None = None):
         """Yield (params [<= batch_size, P] float32, member ids) in the order of `weights`, holding
-        one batch and the row groups it overlaps: for zoos larger than memory."""
+        one batch and the row groups that straddle batches: for zoos larger than memory."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
         column, n_params = _params_column(which), self.n_params(family)
         parts, ids = self._plan(family, status)
-        cache: dict[int, np.ndarray | None] = {}
-        for b0 in range(0, len(ids), batch_size):
-            b1 = min(b0 + batch_size, len(ids))
-            out, got = np.empty((b1 - b0, n_params), dtype=np.float32), np.zeros(b1 - b0, dtype=bool)
-            for i, part in enumerate(parts):
-                sel = (part.dst >= b0) & (part.dst < b1)
-                if sel.any():
-                    if i not in cache:
-                        cache[i] = self._read_block(part, column, n_params)
-                    if cache[i] is not None:
-                        _place(out, part.dst[sel] - b0, cache[i], part.rows[sel])
-                        got[part.dst[sel] - b0] = True
-            cache = {i: block for i, block in cache.items() if parts[i].dst[-1] >= b1}
-            yield out[got] if not got.all() else out, ids[b0:b1][got]
+        cache: dict[int, np.ndarray] = {}
+        with ThreadPoolExecutor(_threads(workers, len(parts))) as pool:
+            for b0 in range(0, len(ids), batch_size):
+                out = np.empty((min(batch_size, len(ids) - b0), n_params), dtype=np.float32)
+                needed = [i for i, part in enumerate(parts) if part.dst[0] < b0 + len(out) and part.dst[-1] >= b0]
+                results = list(pool.map(lambda i: self._batch_piece(out, b0, parts[i], cache.get(i), column), needed))
+                got = np.zeros(len(out), dtype=bool)
+                for i, (ok, _) in zip(needed, results):
+                    lo, hi = np.searchsorted(parts[i].dst, [b0, b0 + len(out)])
+                    got[parts[i].dst[lo:hi] - b0] = ok
+                cache = {i: block for i, (_, block) in zip(needed, results) if block is not None}
+                yield (out if got.all() else out[got]), ids[b0 : b0 + len(out)][got]
 
     def torch_dataset(self, family: str, which: str = "final", target: str = "test_acc",
                       status: str | None = "ok") -> "WeightDataset":

@@ -1,0 +1,186 @@
+"""Weight-store throughput: Zoo.weights() against np.load of the same bytes, and commit latency.
+
+Builds a synthetic zoo of `--members` members of one family (seeded random weights, committed
+in packs of `--pack` through zoo.store.commit, each pack timed) and a raw .npy holding the same
+[n, P] float32 final weights, in one folder on one disk. Then, each in a fresh process so that
+peak RSS belongs to that read alone, and alternating, it times:
+  np.load(raw.npy)                  the baseline
+  Zoo.weights(family)               one [n, P] array (threads: --workers, default all cores)
+  Zoo.iter_weights(batch_size=1024) the streaming reader
+both "warm" (files in the page cache) and "cold" (the files' cached pages dropped with
+posix_fadvise(DONTNEED) before each read, so bytes come from the disk). The issue's target:
+weights() at >= 0.5 of np.load's throughput, with peak memory about the array size.
+
+    python benchmarks/store_throughput.py                    # 2,000 members, a couple of minutes
+    python benchmarks/store_throughput.py --members 10000    # the issue's size: 3.1 GB per array
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import zoo
+from zoo import store
+from zoo.records import METRICS, MemberResult
+
+SHA = "0" * 64  # synthetic data identity
+
+
+def hardware(folder: Path) -> str:
+    with open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (not used)"
+    return (f"CPU: {names[0] if names else 'unknown'} ({os.cpu_count()} logical cores); GPU: {gpu}\n"
+            f"disk: {disk(folder)}")
+
+
+def disk(folder: Path) -> str:
+    """The mount holding `folder`: device, filesystem, and whether the kernel calls it rotational."""
+    best = ("?", "?", "")
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mnt, fstype = line.split()[:3]
+            if str(folder.resolve()).startswith(mnt) and len(mnt) >= len(best[2]):
+                best = (dev, fstype, mnt)
+    rot = Path(f"/sys/block/{Path(best[0]).name}/queue/rotational")
+    kind = {"1": "rotational", "0": "non-rotational"}.get(rot.read_text().strip(), "?") if rot.exists() else "?"
+    return f"{best[0]} ({best[1]}, {kind} per the kernel; a VM's virtual disk may say rotational) at {best[2]}"
+
+
+def pack_weights(pack: int, size: int, n_params: int) -> np.ndarray:
+    """[size, P] float32, addressed by the pack number."""
+    rng = np.random.default_rng([7, pack])
+    return (rng.standard_normal((size, n_params), dtype=np.float32) * 0.05).astype(np.float32)
+
+
+def result(family: str, index: int, final: np.ndarray) -> MemberResult:
+    return MemberResult(config=zoo.sample_member(0, index, family), status="ok", diverged_epoch=None,
+                        metrics={m: 0.5 for m in METRICS}, params_init=-final, params_final=final,
+                        wall_time_s=1.0, device="cpu", data_sha=SHA)
+
+
+def build(folder: Path, family: str, members: int, pack: int) -> list[float]:
+    """Write the zoo and the raw .npy; returns each pack's commit seconds."""
+    z = store.init_zoo(folder / "zoo", zoo_seed=0, families={family: 0}, recipe={}, recipe_overrides={},
+                       data={"sha256": SHA})
+    n_params = z.n_params(family)
+    raw = np.lib.format.open_memmap(folder / "raw.npy", mode="w+", dtype=np.float32, shape=(members, n_params))
+    latencies = []
+    for k, start in enumerate(range(0, members, pack)):
+        block = pack_weights(k, min(pack, members - start), n_params)
+        raw[start : start + len(block)] = block
+        t0 = time.perf_counter()
+        store.commit(z, [result(family, start + i, block[i]) for i in range(len(block))])
+        latencies.append(time.perf_counter() - t0)
+    raw.flush()
+    del raw
+    return latencies
+
+
+def drop_cache(folder: Path) -> None:
+    """Evict the folder's files from the page cache (clean pages only; they were fsynced)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+def read_once(kind: str, folder: str, family: str, workers: int | None) -> tuple[float, int, int, float]:
+    """In a fresh process: (seconds, RSS before, peak RSS during, checksum) of one read."""
+    torch.set_num_threads(1)
+    z = store.open_zoo(Path(folder) / "zoo")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS: imports do not count
+    before = _status_kb("VmRSS") * 1024
+    t0 = time.perf_counter()
+    if kind == "np.load":
+        total = float(np.load(Path(folder) / "raw.npy")[:, 0].astype(np.float64).sum())
+    elif kind == "weights":
+        total = float(z.weights(family, workers=workers)[0][:, 0].astype(np.float64).sum())
+    else:
+        total = sum(float(w[:, 0].astype(np.float64).sum())
+                    for w, _ in z.iter_weights(family, batch_size=1024, workers=workers))
+    seconds = time.perf_counter() - t0
+    return seconds, before, _status_kb("VmHWM") * 1024, total
+
+
+def measure(pool_ctx, args, folder: Path, cold: bool) -> dict[str, list[tuple]]:
+    runs = {"np.load": [], "weights": [], "iter_weights": []}
+    for _ in range(args.repeats):
+        for kind in runs:  # alternating, so drift in machine load hits every reader alike
+            if cold:
+                drop_cache(folder)
+            with pool_ctx.Pool(1) as pool:
+                runs[kind].append(pool.apply(read_once, (kind, str(folder), args.family, args.workers)))
+    return runs
+
+
+def report(runs: dict, nbytes: int, label: str) -> None:
+    base = statistics.median(r[0] for r in runs["np.load"])
+    checks = {round(r[3], 6) for rs in runs.values() for r in rs}
+    print(f"\n{label}: median of {len(runs['np.load'])} reads each; same values read: {len(checks) == 1}")
+    print(f"  {'reader':<14}{'seconds':>9}{'GB/s':>8}{'vs np.load':>12}{'peak RSS - before (GB)':>25}")
+    for kind, rs in runs.items():
+        sec = statistics.median(r[0] for r in rs)
+        extra = statistics.median((r[2] - r[1]) / 1e9 for r in rs)
+        print(f"  {kind:<14}{sec:>9.3f}{nbytes / sec / 1e9:>8.2f}{base / sec:>12.2f}{extra:>25.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--members", type=int, default=2000, help="members in the synthetic zoo (issue: 10000)")
+    p.add_argument("--pack", type=int, default=64, help="members per commit (one Parquet file)")
+    p.add_argument("--family", default="standard", choices=list(zoo.FAMILIES))
+    p.add_argument("--repeats", type=int, default=3, help="reads per reader and cache state")
+    p.add_argument("--workers", type=int, default=None, help="threads of Zoo.weights (default: all cores)")
+    p.add_argument("--dir", default=None, help="parent folder for the zoo and the .npy (default: system temp)")
+    p.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    args = p.parse_args()
+    if args.members < 1 or args.pack < 1 or args.repeats < 1:
+        raise SystemExit("--members, --pack and --repeats must be >= 1")
+    folder = Path(tempfile.mkdtemp(prefix="symzoo-store-bench-", dir=args.dir))
+    try:
+        run(args, folder)
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder)
+
+
+def run(args, folder: Path) -> None:
+    n_params = zoo.layout(zoo.build(args.family)).size
+    nbytes = args.members * n_params * 4
+    print(hardware(folder))
+    print(f"{args.members} {args.family} members x {n_params} params: {nbytes / 1e9:.2f} GB per weight array; "
+          f"packs of {args.pack}; Zoo.weights threads: {args.workers or os.cpu_count()}")
+    t0 = time.perf_counter()
+    latencies = build(folder, args.family, args.members, args.pack)
+    parquet = sum(f.stat().st_size for f in (folder / "zoo" / "members").rglob("*.parquet"))
+    pack_mb = parquet / len(latencies) / 1e6
+    print(f"built in {time.perf_counter() - t0:.1f} s; members files {parquet / 1e9:.2f} GB (init + final), "
+          f"raw.npy {(folder / 'raw.npy').stat().st_size / 1e9:.2f} GB")
+    print(f"commit latency per pack of {args.pack} ({pack_mb:.0f} MB, fsynced): median "
+          f"{statistics.median(latencies):.3f} s, max {max(latencies):.3f} s, "
+          f"{pack_mb / statistics.median(latencies):.0f} MB/s")
+    ctx = mp.get_context("spawn")
+    report(measure(ctx, args, folder, cold=False), nbytes, "warm page cache")
+    report(measure(ctx, args, folder, cold=True), nbytes, "cold (page cache dropped before each read)")
+
+
+if __name__ == "__main__":
+    main()
