@@ -79,8 +79,9 @@ def translate(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:
     rows = shift[:, 0:1] + torch.arange(h, device=x.device)  # [B, H]
     cols = shift[:, 1:2] + torch.arange(w, device=x.device)  # [B, W]
     batch = torch.arange(b, device=x.device).view(b, 1, 1)
-    # advanced indices around a slice put the broadcast dims first: [B, H, W, C]
-    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    # advanced indices around a slice put the broadcast dims first: [B, H, W, C]. Back to a
+    # contiguous NCHW: vmap cannot query other memory formats (GroupNorm asks)
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 def cutout(x: torch.Tensor, corner: torch.Tensor, size: int) -> torch.Tensor:

@@ -30,26 +30,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ffcv.fields import IntField, RGBImageField
-from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-from ffcv.loader import Loader, OrderOption
-from ffcv.transforms import Cutout, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice, ToTensor, ToTorchImage
-from ffcv.traversal_order.base import TraversalOrder
-from ffcv.writer import DatasetWriter
 
-from .augment import FILL, epoch_order
-from .data import Cifar10, default_root
-from .members import MemberConfig
-from .recipe import Recipe
-from .records import MemberResult
-from .train import fit, resident
+_TORCH_THREADS = torch.get_num_threads()
+from ffcv.fields import IntField, RGBImageField  # noqa: E402  (importing ffcv sets torch's threads to 1)
+from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder  # noqa: E402
+from ffcv.loader import Loader, OrderOption  # noqa: E402
+from ffcv.transforms import (Cutout, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,  # noqa: E402
+                             ToTensor, ToTorchImage)
+from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
+from ffcv.writer import DatasetWriter  # noqa: E402
+
+from .augment import FILL, epoch_order  # noqa: E402
+from .data import Cifar10, default_root  # noqa: E402
+from .members import MemberConfig  # noqa: E402
+from .recipe import Recipe  # noqa: E402
+from .records import MemberResult  # noqa: E402
+from .train import fit, resident  # noqa: E402
+
+torch.set_num_threads(_TORCH_THREADS)
 
 SPLITS = ("train", "test")
 _LOADERS: dict[tuple, Loader] = {}  # (file, batch, augmentation, device) -> the process's train Loader
 
 
 def _workers() -> int:
-    return min(8, len(os.sched_getaffinity(0)))
+    """FFCV sets torch's intra-op thread count to its worker count, from the loading thread too;
+    using torch's current count keeps the caller's choice (one thread per CPU worker process,
+    all cores on a GPU host)."""
+    return torch.get_num_threads()
 
 
 def beton_paths(data: Cifar10, directory) -> dict[str, Path]:
@@ -86,7 +94,7 @@ def write_betons(data: Cifar10, directory=None) -> dict[str, Path]:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
         fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
-        DatasetWriter(str(tmp), fields, num_workers=_workers()).from_indexed_dataset(_Images(x, y))
+        DatasetWriter(str(tmp), fields, num_workers=len(os.sched_getaffinity(0))).from_indexed_dataset(_Images(x, y))
         os.replace(tmp, path)
     return paths
 
@@ -148,8 +156,8 @@ def train_member_ffcv(cfg: MemberConfig, data: Cifar10, recipe: Recipe, *, beton
                       device="cpu") -> MemberResult:
     """Train one member on FFCV batches (module doc); metrics as on the resident path."""
     res = resident(data, recipe, device)
+    steps = recipe.steps_per_epoch(len(res.train_y))  # refuse a bad batch size before compiling a Loader
     loader = train_loader(write_betons(recipe.apply_subset(data), beton_dir)["train"], recipe, device)
-    steps = recipe.steps_per_epoch(len(res.train_y))
     if len(loader) != steps:
         raise ValueError(f"beton_dir={beton_dir!r}: its train file gives {len(loader)} batches, the data "
                          f"{steps}; remove the stale .beton files")

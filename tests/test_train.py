@@ -1,0 +1,249 @@
+"""The training engine: recipe, addressed augmentation, resident and packed paths (tiny real data, CPU)."""
+import dataclasses
+import hashlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zoo import build, flatten, init_weights, sample_member
+from zoo.augment import FILL, augment, draw_epoch, epoch_order
+from zoo.evaluate import normalize
+from zoo.functional import unstack_params
+from zoo.layout import trainable_masks
+from zoo.packed import Pack, adamw_, train_pack
+from zoo.recipe import Recipe
+from zoo.records import METRICS
+from zoo.train import resident, resident_batches, train_member, train_members
+from conftest import run_python
+
+TINY = Recipe(batch_size=32, n_train=128, n_test=100, epochs=2, warmup_epochs=0.5, checkpoints=(0, 1, 2))
+
+
+def members(family, n=3):
+    """Sampled members with lr / weight decay / smoothing spread wide, so a mix-up between
+    members would show."""
+    spread = [(0.3, 0.1, 0.2), (0.02, 1e-3, 0.0), (0.008, 1e-5, 0.1)]
+    return [dataclasses.replace(sample_member(0, i, family), lr=lr, weight_decay=wd, label_smoothing=s,
+                                member_id="") for i, (lr, wd, s) in zip(range(n), spread)]
+
+
+def displacement_error(a, b) -> float:
+    """||(b_final - b_init) - (a_final - a_init)|| / ||a_final - a_init||: relative disagreement of two
+    training runs. Adam turns float noise on ~1e-9 gradients into visible steps of single entries,
+    so elementwise equality is too strict; a mix-up of data, lr or decay gives O(1)."""
+    da, db = a.params_final - a.params_init, b.params_final - b.params_init
+    return float(np.linalg.norm(db - da) / np.linalg.norm(da))
+
+
+# --- recipe ---------------------------------------------------------------------------------
+
+def test_recipe_round_trip_and_overrides():
+    r = Recipe(batch_size=64, epochs=3, checkpoints=[5, 0, 5])
+    assert r.checkpoints == (0, 5)
+    assert Recipe.from_dict(r.to_dict()) == r
+    assert r.overrides() == {"batch_size": 64, "epochs": 3, "checkpoints": [0, 5]}
+    assert Recipe().overrides() == {}
+    assert r.member_epochs(sample_member(0, 0)) == 3
+    assert Recipe().member_epochs(sample_member(0, 0)) == sample_member(0, 0).epochs
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"batch_size": 0}, "batch_size"), ({"translate": 17}, "translate"), ({"cutout": -1}, "cutout"),
+    ({"precision": "fp16"}, "precision"), ({"checkpoints": (1, -2)}, "checkpoints"), ({"epochs": 0}, "epochs"),
+    ({"flip": 1}, "flip"), ({"warmup_epochs": math.inf}, "warmup_epochs"), ({"lr": 0.1}, "unknown keys"),
+])
+def test_recipe_rejects_bad_input(bad, field):
+    with pytest.raises(ValueError, match=field):
+        Recipe.from_dict(bad)
+
+
+def test_lr_schedule_is_the_triangle():
+    f = Recipe(warmup_epochs=5).lr_factors(epochs=20, steps_per_epoch=10)
+    assert f.shape == (200,) and f[0] == 0 and f.argmax() == 50 and f[50] == 1
+    assert np.all(np.diff(f[:51]) > 0) and np.all(np.diff(f[50:]) < 0) and f[-1] == pytest.approx(1 / 150)
+    short = Recipe(warmup_epochs=5).lr_factors(epochs=4, steps_per_epoch=10)  # peak moves to epochs / 2
+    assert short.argmax() == 20 and short[20] == 1
+    assert Recipe(warmup_epochs=0).lr_factors(epochs=2, steps_per_epoch=4)[0] == 1
+
+
+def test_steps_per_epoch_refuses_a_batch_larger_than_the_data():
+    assert Recipe(batch_size=32).steps_per_epoch(100) == 3  # drop_last
+    with pytest.raises(ValueError, match="batch_size=512"):
+        Recipe().steps_per_epoch(100)
+
+
+# --- augmentation ----------------------------------------------------------------------------
+
+def test_epoch_draws_are_addressed_and_in_range():
+    r = Recipe(batch_size=100)
+    a, b = draw_epoch(7, 3, 1050, r), draw_epoch(7, 3, 1050, r)
+    for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b)):
+        assert torch.equal(x, y)
+    assert not torch.equal(a.order, draw_epoch(7, 4, 1050, r).order)
+    assert not torch.equal(a.order, draw_epoch(8, 3, 1050, r).order)
+    assert a.order.shape == (10, 100) and len(set(a.order.flatten().tolist())) == 1000  # drop_last
+    assert torch.equal(a.order.flatten(), torch.from_numpy(epoch_order(7, 3, 1050)[:1000]))
+    assert a.shift.min() == 0 and a.shift.max() == 4 and a.corner.min() == 0 and a.corner.max() == 28
+    assert 0.45 < a.flip.float().mean() < 0.55
+
+
+def test_augment_ops_are_flip_shift_and_square():
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    flip = torch.tensor([True, False, False])
+    shift = torch.tensor([[2, 2], [0, 4], [2, 2]])  # centred, (-2, +2), centred
+    corner = torch.tensor([[0, 0], [0, 0], [10, 20]])
+    out = augment(x, flip, shift, corner, Recipe(cutout=0))
+    assert torch.equal(out[0], x[0].flip(-1)) and torch.equal(out[2], x[2])
+    assert torch.equal(out[1, :, 2:, :30], x[1, :, :30, 2:])  # content moved down 2 and left 2
+    assert (out[1, :, :2] == torch.tensor(FILL, dtype=torch.uint8).view(3, 1, 1)).all()
+    cut = augment(x, flip, shift, corner, Recipe(flip=False, translate=0))
+    changed = (cut[2] != x[2]).any(0)
+    assert changed[10:14, 20:24].sum() >= 15 and changed.sum() == changed[10:14, 20:24].sum()
+    assert (cut[2, :, 10:14, 20:24] == torch.tensor(FILL, dtype=torch.uint8).view(3, 1, 1)).all()
+
+
+def test_resident_batches_follow_the_addressed_order(cifar):
+    r = dataclasses.replace(TINY, flip=False, translate=0, cutout=0)
+    res = resident(cifar, r, "cpu")
+    batches = list(resident_batches(res, r, seed=5, epoch=1))
+    order = epoch_order(5, 1, 128)[:128]
+    assert torch.equal(torch.cat([x for x, _ in batches]), res.train_x[order])
+    assert torch.equal(torch.cat([y for _, y in batches]), res.train_y[order])
+
+
+# --- packed == separate ----------------------------------------------------------------------
+
+def test_stacked_adamw_matches_torch_adamw():
+    lr, wd = torch.tensor([0.3, 0.01, 1e-4]), torch.tensor([0.1, 0.0, 1e-3])
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(3, 50, generator=gen)
+    grads = [torch.randn(3, 50, generator=gen) for _ in range(5)]
+    p, m, v = p0.clone(), torch.zeros(3, 50), torch.zeros(3, 50)
+    for step, g in enumerate(grads, 1):
+        adamw_(p, g, m, v, lr=lr, wd=wd, step=step)
+    for i in range(3):
+        q = torch.nn.Parameter(p0[i].clone())
+        opt = torch.optim.AdamW([q], lr=float(lr[i]), weight_decay=float(wd[i]))
+        for g in grads:
+            q.grad = g[i].clone()
+            opt.step()
+        torch.testing.assert_close(p[i], q.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["standard", "w_asym"])
+def test_packed_gradients_match_single_members(cifar, family):
+    cfgs = members(family)
+    res = resident(cifar, TINY, "cpu")
+    pack = Pack(cfgs, TINY, res)
+    first = [next(resident_batches(res, TINY, c.seed, 0)) for c in cfgs]
+    losses, grad = pack.loss_and_grad(torch.stack([x for x, _ in first]), torch.stack([y for _, y in first]))
+    grad = unstack_params(pack.net, pack.views(grad))
+    for i, (c, (x, y)) in enumerate(zip(cfgs, first)):
+        net = init_weights(build(family), c.seed)
+        loss = torch.nn.functional.cross_entropy(net(normalize(x)), y, label_smoothing=c.label_smoothing)
+        loss.backward()
+        masks = trainable_masks(net)
+        single = torch.cat([p.grad[masks[n]] if masks[n] is not None else p.grad.flatten()
+                            for n, p in net.named_parameters()])
+        torch.testing.assert_close(losses[i], loss.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad[i], single, rtol=1e-3, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def separate(cifar):
+    """Each of members(family) trained alone on the resident path, per family."""
+    return {f: [train_member(c, cifar, TINY) for c in members(f)] for f in ("standard", "w_asym")}
+
+
+@pytest.mark.parametrize("family", ["standard", "w_asym"])
+def test_packed_training_equals_separate_training(cifar, separate, family):
+    packed = train_pack(members(family), cifar, TINY)
+    for solo, pk in zip(separate[family], packed):
+        assert pk.config == solo.config and pk.status == solo.status == "ok"
+        np.testing.assert_array_equal(pk.params_init, solo.params_init)
+        assert displacement_error(solo, pk) < 2e-3
+        assert sorted(pk.checkpoints) == sorted(solo.checkpoints) == [0, 1, 2]
+        np.testing.assert_array_equal(pk.checkpoints[0][0], pk.params_init)
+        np.testing.assert_array_equal(pk.checkpoints[2][0], pk.params_final)
+        for k in METRICS:
+            assert pk.checkpoints[2][1][k] == pk.metrics[k]
+            assert pk.metrics[k] == pytest.approx(solo.metrics[k], abs=0.02)
+        assert pk.data_sha == solo.data_sha == cifar.identity["sha256"] and pk.device == "cpu"
+
+
+def test_w_asym_fixed_entries_stay_exactly_fixed(cifar, separate):
+    net = build("w_asym")
+    fixed = {n: b.clone() for n, b in net.named_buffers()}
+    res = resident(cifar, TINY, "cpu")
+    pack = Pack(members("w_asym"), TINY, res)
+    pack.train_epoch(0, np.ones(TINY.steps_per_epoch(128)))
+    for name, b in pack.net.named_buffers():
+        assert torch.equal(b, fixed[name]), name
+    views = pack.views(pack.buf)
+    held = [views[name][:, ~mask] for name, mask in trainable_masks(pack.net).items() if mask is not None]
+    assert held and all((h == 0).all() for h in held)  # zero, no gradient, no decay: never reach eq. (2)
+
+
+def test_diverging_member_is_masked_and_its_pack_mates_finish(cifar, separate):
+    cfgs = members("standard")
+    cfgs[1] = dataclasses.replace(cfgs[1], lr=1e6, weight_decay=0.1, member_id="")
+    packed = train_pack(cfgs, cifar, TINY)
+    bad = packed[1]
+    assert bad.status == "diverged" and bad.diverged_epoch in (0, 1)
+    assert np.isfinite(bad.params_final).all() and all(math.isnan(v) for v in bad.metrics.values())
+    assert all(e <= bad.diverged_epoch for e in bad.checkpoints)
+    for i in (0, 2):
+        assert packed[i].status == "ok" and displacement_error(separate["standard"][i], packed[i]) < 2e-3
+    alone = train_member(cfgs[1], cifar, TINY)
+    assert alone.status == "diverged" and alone.diverged_epoch == bad.diverged_epoch
+    assert np.isfinite(alone.params_final).all()
+
+
+# --- determinism and the engine front --------------------------------------------------------
+
+def digest(result) -> str:
+    return hashlib.sha256(result.params_final.tobytes()).hexdigest()[:16]
+
+
+SUBPROCESS = """
+import hashlib, torch
+torch.set_num_threads(1)
+from zoo import load_cifar10, sample_member
+from zoo.recipe import Recipe
+from zoo.train import train_member
+r = train_member(sample_member(0, 0, "sigma_asym"), load_cifar10({root!r}), Recipe.from_dict({recipe!r}))
+print(hashlib.sha256(r.params_final.tobytes()).hexdigest()[:16])
+"""
+
+
+def test_training_is_deterministic_on_cpu(cifar, cifar_root):
+    r = Recipe(batch_size=32, n_train=64, n_test=50, epochs=1)
+    cfg = sample_member(0, 0, "sigma_asym")
+    a, b = train_member(cfg, cifar, r), train_member(cfg, cifar, r)
+    np.testing.assert_array_equal(a.params_final, b.params_final)
+    assert a.metrics == b.metrics and not np.array_equal(a.params_final, a.params_init)
+    assert run_python(SUBPROCESS.format(root=str(cifar_root), recipe=r.to_dict())) == digest(a)
+    p, q = train_pack([cfg], cifar, r), train_pack([cfg], cifar, r)
+    np.testing.assert_array_equal(p[0].params_final, q[0].params_final)
+
+
+def test_train_members_groups_by_epochs_and_keeps_order(cifar):
+    r = Recipe(batch_size=32, n_train=64, n_test=50)
+    cfgs = [dataclasses.replace(sample_member(0, i, "standard"), epochs=e, member_id="")
+            for i, e in enumerate([2, 1, 2, 1])]
+    out = train_members(cfgs, cifar, r, engine="packed", pack_size=2)
+    assert [o.config for o in out] == cfgs and all(o.status == "ok" for o in out)
+    solo = train_members(cfgs[1:2], cifar, r, engine="resident")
+    assert displacement_error(solo[0], out[1]) < 2e-3
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"engine": "gpu"}, "engine"), ({"pack_size": 0}, "pack_size"),
+])
+def test_train_members_rejects_bad_input(cifar, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        train_members([sample_member(0, 0)], cifar, TINY, **kwargs)
+    with pytest.raises(ValueError, match="one family"):
+        train_members([sample_member(0, 0, "standard"), sample_member(0, 0, "w_asym")], cifar, TINY)
