@@ -9,7 +9,8 @@ counted by reason. Members that end at chance accuracy with finite values are va
 stay (the stage manifest counts them).
 
 Split: members are ordered by sha256(member_id) and cut at `train_frac` and `train_frac +
-val_frac` (50% / 25% / 25% by default; sizes rounded half up, test takes the rest). The order
+val_frac` (50% / 25% / 25% by default; val and test sizes rounded half up, train takes the
+rest, so 6 members already give every split the 2 that R^2 and tau need). The order
 depends on the ids alone, so the split is the same whatever order the store returns rows in, and
 the cut sizes are exact even for a 40-member zoo (hash buckets would only be right on average).
 A member can change side only when the set of usable members changes, and then the zoo
@@ -62,7 +63,8 @@ def split_members(member_ids, *, train_frac: float = TRAIN_FRAC, val_frac: float
     if len(set(member_ids)) != len(member_ids):
         raise ValueError(f"member_ids of family {family!r} contain duplicates")
     order, n = id_order(member_ids), len(member_ids)
-    n_train, n_val = int(np.floor(train_frac * n + 0.5)), int(np.floor(val_frac * n + 0.5))
+    n_val, n_test = (int(np.floor(f * n + 0.5)) for f in (val_frac, 1 - train_frac - val_frac))
+    n_train = n - n_val - n_test
     split = Split(order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :])
     if min(split.sizes().values()) < MIN_SPLIT:
         raise ValueError(f"family {family!r} has {n} usable members, split {split.sizes()}; every split "

@@ -127,6 +127,7 @@ def test_split_is_deterministic_disjoint_and_free_of_row_order():
     split = split_members(ids)
     parts = [set(np.array(ids)[getattr(split, k)]) for k in ("train", "val", "test")]
     assert [len(p) for p in parts] == [21, 10, 10]
+    assert split_members(ids[:6]).sizes() == {"train": 2, "val": 2, "test": 2}
     assert set.union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)
     shuffled = list(np.random.default_rng(0).permutation(ids))
     again = split_members(shuffled)
@@ -358,8 +359,8 @@ def test_bad_input_gets_a_clear_message(tmp_path, capsys):
     empty = synthetic_store(tmp_path / "empty", {"standard": 0})
     with pytest.raises(ValueError, match="family 'standard' of the zoo at .* has no committed members"):
         run(MetanetConfig(zoo=empty.path))
-    small = synthetic_store(tmp_path / "small", {"standard": 6})
-    with pytest.raises(ValueError, match="family 'standard' has 6 usable members"):
+    small = synthetic_store(tmp_path / "small", {"standard": 5})
+    with pytest.raises(ValueError, match="family 'standard' has 5 usable members"):
         run(MetanetConfig(zoo=small.path, metanets=("mlp",)))
     with pytest.raises(ValueError, match=r"\['w_asym'\] not in the zoo"):
         run(MetanetConfig(zoo=small.path, families=("w_asym",)))
