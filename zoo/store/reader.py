@@ -104,7 +104,8 @@ def _place(out: np.ndarray, dst: np.ndarray, block: np.ndarray, rows: np.ndarray
 
 
 def _threads(workers: int | None, tasks: int) -> int:
-    """Decoding a Parquet list column runs at about 1 GB/s per core: use them all by default."""
+    """Threads overlap one row group's I/O with another's copy, and pyarrow's fallback decode of
+    a list column (about 1 GB/s per core) scales with them: use every core by default."""
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers={workers!r}: must be an int >= 1 or None (one per CPU)")
     return max(1, min(workers or os.cpu_count() or 1, tasks))

@@ -76,20 +76,19 @@ def _is_stale(info, stale_temp_s: float) -> bool:
     return age.total_seconds() > stale_temp_s
 
 
-def _check_one(zoo, report, table, base, info, move, deep, statuses):
-    rel = posixpath.relpath(info.path, base)
+def _inspect(zoo: Zoo, table: str, rel: str, path: str, deep: bool):
+    """(family, problem or None, inspection) of one visible file."""
     family = _family_of(zoo, rel)
+    if family is None:
+        return None, f"not in a family=<f> folder of this zoo's families {zoo.families}", None
     columns = ["member_id", "status"] if table == "members" else ["member_id"]
-    seen = inspect_file(zoo, info.path, family, table, columns, deep=deep) if family else None
-    problem = seen.problem if seen else f"not in a family=<f> folder of this zoo's families {zoo.families}"
-    report.files_checked += 1
-    if problem:
-        report.bad.append((info.path, problem))
-        if move:
-            report.moved.append((info.path, _quarantine(zoo, table, rel, info.path)))
-    elif table == "members":
-        for mid, status in zip(*(seen.table.column(c).to_pylist() for c in columns)):
-            statuses[family].setdefault(mid, (status, []))[1].append(info.path)
+    seen = inspect_file(zoo, path, family, table, columns, deep=deep)
+    return family, seen.problem, seen
+
+
+def _is_stale_temp(info, rel: str, stale_temp_s: float) -> bool:
+    name = posixpath.basename(rel)
+    return name.startswith(".") and name.endswith(store_fs.TEMP_SUFFIX) and _is_stale(info, stale_temp_s)
 
 
 def verify(path, *, move: bool = True, deep: bool = True, stale_temp_s: float = 3600.0,
@@ -101,19 +100,28 @@ def verify(path, *, move: bool = True, deep: bool = True, stale_temp_s: float = 
     """
     zoo = open_zoo(path, filesystem=filesystem)
     report = VerifyReport(zoo.path)
-    statuses: dict[str, dict] = {f: {} for f in zoo.families}  # family -> member_id -> (status, files)
+    held: dict[str, dict] = {f: {} for f in zoo.families}  # family -> member_id -> (status, [files])
     for table in TABLES:
         base = posixpath.join(zoo.root, table)
         for info in store_fs.list_files(zoo.fs, base):
             rel = posixpath.relpath(info.path, base)
-            name = posixpath.basename(rel)
-            if name.startswith(".") and name.endswith(store_fs.TEMP_SUFFIX) and _is_stale(info, stale_temp_s):
+            if _is_stale_temp(info, rel, stale_temp_s):
                 report.stale_temps.append(info.path)
                 if move:
                     zoo.fs.delete_file(info.path)
-            elif rel.endswith(".parquet") and not store_fs.is_hidden(rel):
-                _check_one(zoo, report, table, base, info, move, deep, statuses)
-    for family, held in statuses.items():
-        report.members[family] = dict(Counter(status for status, _ in held.values()))
-        report.duplicates.update({mid: paths for mid, (_, paths) in held.items() if len(paths) > 1})
+                continue
+            if not rel.endswith(".parquet") or store_fs.is_hidden(rel):
+                continue
+            report.files_checked += 1
+            family, problem, seen = _inspect(zoo, table, rel, info.path, deep)
+            if problem:
+                report.bad.append((info.path, problem))
+                if move:
+                    report.moved.append((info.path, _quarantine(zoo, table, rel, info.path)))
+            elif table == "members":
+                for mid, status in zip(seen.table["member_id"].to_pylist(), seen.table["status"].to_pylist()):
+                    held[family].setdefault(mid, (status, []))[1].append(info.path)
+    for family, members in held.items():
+        report.members[family] = dict(Counter(status for status, _ in members.values()))
+        report.duplicates.update({mid: paths for mid, (_, paths) in members.items() if len(paths) > 1})
     return report

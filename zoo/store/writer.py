@@ -54,9 +54,10 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
     new = build_manifest(zoo_seed=zoo_seed, families=families, recipe=recipe, recipe_overrides=recipe_overrides,
                          data=data, layouts=layouts)
     old = load_manifest(fs, root)
-    if new_zoo and _populated(fs, root):
-        raise ValueError(f"new_zoo: {root} already holds {_populated(fs, root)} committed files; refusing to "
-                         "start a new zoo over them (nothing was changed): choose a different path")
+    committed = _populated(fs, root) if new_zoo else 0
+    if committed:
+        raise ValueError(f"new_zoo: {root} already holds {committed} committed files; refusing to start a new "
+                         "zoo over them (nothing was changed): choose a different path")
     if old is None or new_zoo:
         write_manifest(fs, root, new)
     elif differences(old, new):
