@@ -67,8 +67,14 @@ def augment(x: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor, corner: to
     return x
 
 
+_FILLS: dict = {}  # (device, dtype) -> FILL [1, 3, 1, 1]: made once, as a host->device copy syncs the GPU
+
+
 def _fill(x: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(FILL, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    key = (x.device, x.dtype)
+    if key not in _FILLS:
+        _FILLS[key] = torch.tensor(FILL, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return _FILLS[key]
 
 
 def translate(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:

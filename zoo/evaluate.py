@@ -15,10 +15,15 @@ MEAN = (125.307, 122.961, 113.8575)  # CIFAR-10 channel means, 0..255 scale
 STD = (51.5865, 50.847, 51.255)  # CIFAR-10 channel stds, 0..255 scale
 
 
+_MEAN_STD: dict = {}  # device -> (mean, std) [3, 1, 1]: made once, as a host->device copy syncs the GPU
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """uint8 or float [..., 3, H, W] on the 0..255 scale -> normalised float32."""
-    mean = torch.tensor(MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(3, 1, 1)
+    if x.device not in _MEAN_STD:
+        _MEAN_STD[x.device] = (torch.tensor(MEAN, device=x.device).view(3, 1, 1),
+                               torch.tensor(STD, device=x.device).view(3, 1, 1))
+    mean, std = _MEAN_STD[x.device]
     return (x.float() - mean) / std
 
 

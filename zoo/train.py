@@ -17,11 +17,11 @@ augmentation in epoch e are drawn from generators keyed by (cfg.seed, e) (`zoo.a
 same draws in the resident and packed paths.
 
 Divergence: a member diverges at the first step whose training loss or gradient is non-finite.
-That step is not taken, training of the member stops (a packed member is masked out while its
-pack-mates go on), `diverged_epoch` is the 0-based epoch of that step, `params_final` holds the
-last finite parameters, and every metric is NaN (records.METRICS: "NaN where a diverged member
-has none"). Checkpoints at or after the divergence are not recorded, nor are checkpoints past the
-member's last epoch.
+Neither that step nor any later one is taken (a packed member is masked out while its pack-mates
+go on; a resident member stops at the end of that epoch), `diverged_epoch` is the 0-based epoch
+of that step, `params_final` holds the last finite parameters, and every metric is NaN
+(records.METRICS: "NaN where a diverged member has none"). Checkpoints at or after the divergence
+are not recorded, nor are checkpoints past the member's last epoch.
 """
 from __future__ import annotations
 
@@ -109,32 +109,39 @@ def resident_batches(res: Resident, recipe: Recipe, seed: int, epoch: int):
 
 
 def new_member(cfg: MemberConfig, *, asym_seed: int, device) -> tuple[nn.Module, torch.optim.AdamW]:
-    """The member's initialised network on `device` and its AdamW (lr set per step)."""
+    """The member's initialised network on `device` and its AdamW (lr set per step). Fused, because
+    only the fused kernel can skip a step on a device-side flag (`train_epoch`)."""
     net = init_weights(build(cfg.family, asym_seed), cfg.seed).to(device)
-    return net, torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return net, torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
-def _all_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> bool:
+def _non_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """0-dim bool on the device: the loss or some gradient entry is NaN or infinite."""
     grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
-    return bool(torch.isfinite(torch.cat([loss.reshape(1), *grads])).all())
+    return ~torch.isfinite(torch.cat([loss.detach().reshape(1), *grads])).all()
 
 
 def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches, lrs: np.ndarray, label_smoothing: float,
-                autocast: torch.dtype | None) -> bool:
-    """One epoch of AdamW steps at learning rates `lrs` [steps]; False at the first non-finite step,
-    which is not taken."""
+                autocast: torch.dtype | None) -> torch.Tensor:
+    """One epoch of AdamW steps at learning rates `lrs` [steps]. Returns a 0-dim bool on the device,
+    True when a step had a non-finite loss or gradient; that step and all after it are skipped.
+
+    The skip happens on the device, through the fused optimizer's `found_inf` (the flag GradScaler
+    uses), so the loop never waits for the GPU; the caller reads the flag once per epoch.
+    """
     params = list(net.parameters())
+    bad = torch.zeros((), dtype=torch.bool, device=params[0].device)
     for lr, (x, y) in zip(lrs, batches):  # lrs first: zip must not draw a batch past the last step
         with torch.autocast(x.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             logits = net(normalize(x))
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if not _all_finite(loss, params):
-            return False
+        bad = bad | _non_finite(loss, params)
+        opt.found_inf = bad.float()
         opt.param_groups[0]["lr"] = float(lr)
         opt.step()
-    return True
+    return bad
 
 
 def fit(cfg: MemberConfig, res: Resident, recipe: Recipe, batches: Batches, *, asym_seed: int = 0,
@@ -157,7 +164,7 @@ def fit(cfg: MemberConfig, res: Resident, recipe: Recipe, batches: Batches, *, a
     diverged = None
     for epoch in range(epochs):
         with closing(batches(epoch)) as it:
-            if not train_epoch(net, opt, it, lrs[epoch], cfg.label_smoothing, autocast):
+            if bool(train_epoch(net, opt, it, lrs[epoch], cfg.label_smoothing, autocast)):
                 diverged = epoch
                 break
         if epoch + 1 in recipe.checkpoints:
