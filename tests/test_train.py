@@ -247,3 +247,19 @@ def test_train_members_rejects_bad_input(cifar, kwargs, field):
         train_members([sample_member(0, 0)], cifar, TINY, **kwargs)
     with pytest.raises(ValueError, match="one family"):
         train_members([sample_member(0, 0, "standard"), sample_member(0, 0, "w_asym")], cifar, TINY)
+
+
+def test_failed_compile_falls_back_to_eager(cifar):
+    res = resident(cifar, TINY, "cpu")
+    x, y = next(resident_batches(res, TINY, 1, 0))
+    eager, fallback = Pack(members("standard", 1), TINY, res), Pack(members("standard", 1), TINY, res)
+
+    def broken(*args):
+        raise RuntimeError("inductor: misaligned address")
+
+    fallback.compiled = broken
+    with pytest.warns(UserWarning, match="misaligned address"):
+        got = fallback.loss_and_grad(x[None], y[None])
+    assert fallback.compiled is None
+    for a, b in zip(got, eager.loss_and_grad(x[None], y[None])):
+        assert torch.equal(a, b)

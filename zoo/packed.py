@@ -102,6 +102,8 @@ class Pack:
         if self.compiled is not None:
             try:
                 return self._grad(self.compiled, x, y)
+            except torch.cuda.OutOfMemoryError:
+                raise  # eager would not fit either
             except Exception as e:  # an inductor/dynamo failure: the eager path computes the same
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); this pack trains eagerly")
                 self.compiled = None

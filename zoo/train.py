@@ -46,7 +46,7 @@ from .recipe import Recipe
 from .records import METRICS, MemberResult
 
 ENGINES = ("auto", "resident", "packed", "ffcv")
-EVAL_IMAGES = 65536  # images per evaluation forward, summed over the members evaluated together
+EVAL_IMAGES = {"cuda": 65536, "cpu": 2048}  # images per evaluation forward, summed over members (memory)
 Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x uint8 [B,3,32,32], y [B])
 
 
@@ -88,7 +88,7 @@ def device_label(device) -> str:
 def measure(net: nn.Module, flat: torch.Tensor, res: Resident, smoothing: torch.Tensor,
             autocast: bool) -> list[dict[str, float]]:
     """flat [N, P] on the training device -> N dicts of records.METRICS, un-augmented images."""
-    batch = max(100, EVAL_IMAGES // len(flat))
+    batch = max(1, EVAL_IMAGES.get(flat.device.type, EVAL_IMAGES["cpu"]) // len(flat))
     out = {}
     for split, x, y in (("train", res.train_x, res.train_y), ("test", res.test_x, res.test_y)):
         m = evaluate_flat(net, flat, x, y, smoothing, batch=batch, autocast=autocast)
