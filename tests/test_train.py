@@ -12,7 +12,7 @@ from zoo.augment import FILL, augment, draw_epoch, epoch_order
 from zoo.evaluate import normalize
 from zoo.functional import unstack_params
 from zoo.layout import trainable_masks
-from zoo.packed import Pack, adamw_, train_pack
+from zoo.packed import Pack, adamw_, split_packs, train_pack
 from zoo.recipe import Recipe
 from zoo.records import METRICS
 from zoo.train import resident, resident_batches, train_member, train_members
@@ -171,6 +171,25 @@ def test_packed_training_equals_separate_training(cifar, separate, family):
             assert pk.checkpoints[2][1][k] == pk.metrics[k]
             assert pk.metrics[k] == pytest.approx(solo.metrics[k], abs=0.02)
         assert pk.data_sha == solo.data_sha == cifar.identity["sha256"] and pk.device == "cpu"
+
+
+def test_padding_slots_change_nothing(cifar, separate):
+    padded = train_pack(members("standard"), cifar, TINY, slots=5)
+    assert len(padded) == 3
+    for solo, pk in zip(separate["standard"], padded):
+        assert pk.status == "ok" and displacement_error(solo, pk) < 2e-3
+        assert sorted(pk.checkpoints) == [0, 1, 2]
+
+
+def test_split_packs():
+    group = list(range(70))
+    eager = split_packs(group, 64, compile=False)
+    assert [(len(p), s) for p, s in eager] == [(35, None), (35, None)]
+    compiled = split_packs(group, 64, compile=True)
+    assert [(len(p), s) for p, s in compiled] == [(64, 64), (6, 8)]
+    assert sum((p for p, _ in compiled), []) == group
+    assert [s for _, s in split_packs(list(range(3)), 64, compile=True)] == [4]
+    assert [s for _, s in split_packs([0], 64, compile=True)] == [1]
 
 
 def test_w_asym_fixed_entries_stay_exactly_fixed(cifar, separate):

@@ -16,8 +16,10 @@ is masked (its step is not taken, its lr is 0 from then on) while the pack goes 
 the divergence contract is `zoo.train`'s.
 
 A pack shares one epoch count (the step schedule is per pack); `train_packs` groups by epochs.
-`compile=True` runs the loss and its gradient through torch.compile; if compiling fails with a
-Python exception the pack falls back to eager and says so. A CUDA fault inside compiled code
+`compile=True` runs the loss and its gradient through torch.compile; packs share the compiled
+code (one network per family and device, `shared_net`), and a second pack size recompiles once
+with the member count dynamic. If compiling fails with a Python exception the pack falls back
+to eager and says so. A CUDA fault inside compiled code
 (inductor's "misaligned address" in the GroupNorm backward at 256 members x batch 256, seen on
 an H200) poisons the CUDA context and cannot be caught: rerun with compile=False.
 """
@@ -55,27 +57,49 @@ def adamw_(p, g, m, v, *, lr: torch.Tensor, wd: torch.Tensor, step: int) -> None
     p.sub_(lr / (1 - b1**step) * (m / denom))
 
 
+_NETS: dict = {}  # (family, asym_seed, device) -> the network all packs run through
+
+
+def shared_net(family: str, asym_seed: int, device: torch.device) -> torch.nn.Module:
+    """One network per family and device in a process. Its trainable tensors are never used (the
+    members' come in through functional_call); sharing it lets every pack reuse the compiled code,
+    whose guards check the module's identity."""
+    key = (family, asym_seed, str(device))
+    if key not in _NETS:
+        _NETS[key] = build(family, asym_seed).to(device)
+    return _NETS[key]
+
+
 class Pack:
-    """N members of one family in lockstep: a [N, F] parameter buffer and per-member AdamW state."""
+    """N members of one family in lockstep: a [N, F] parameter buffer and per-member AdamW state.
+
+    `slots` >= len(cfgs) pads the pack with copies of the first member that are masked from the
+    start (compiled code is specialised to N, so uniform pack sizes save recompilations); every
+    per-slot tensor has N = slots rows, results cover the real members only.
+    """
 
     def __init__(self, cfgs: list[MemberConfig], recipe: Recipe, res: Resident, *, asym_seed: int = 0,
-                 compile: bool = False):
+                 compile: bool = False, slots: int | None = None):
+        slots = len(cfgs) if slots is None else slots
+        if not isinstance(slots, int) or slots < len(cfgs):
+            raise ValueError(f"slots={slots!r}: must be an int >= the {len(cfgs)} members")
         self.cfgs, self.recipe, self.res = cfgs, recipe, res
+        self.slot_cfgs = cfgs + [cfgs[0]] * (slots - len(cfgs))
         self.device = res.train_x.device
-        net = build(cfgs[0].family, asym_seed)
-        self.params_init = torch.stack([flatten(init_weights(net, c.seed)) for c in cfgs])  # [N, P] cpu
-        self.net = net.to(self.device)
+        init_net = build(cfgs[0].family, asym_seed)
+        self.params_init = torch.stack([flatten(init_weights(init_net, c.seed)) for c in self.slot_cfgs])  # [N, P]
+        self.net = shared_net(cfgs[0].family, asym_seed, self.device)
         full = stack_params(self.net, self.params_init.to(self.device))
         self.shapes = {name: t.shape[1:] for name, t in full.items()}
-        self.buf = torch.cat([t.reshape(len(cfgs), -1) for t in full.values()], 1)  # [N, F]
+        self.buf = torch.cat([t.reshape(slots, -1) for t in full.values()], 1)  # [N, F]
         self.m, self.v = torch.zeros_like(self.buf), torch.zeros_like(self.buf)
-        self.lr, self.wd, self.smoothing = (torch.tensor([getattr(c, k) for c in cfgs], device=self.device)
+        self.lr, self.wd, self.smoothing = (torch.tensor([getattr(c, k) for c in self.slot_cfgs], device=self.device)
                                             for k in ("lr", "weight_decay", "label_smoothing"))
-        self.active = torch.ones(len(cfgs), dtype=torch.bool, device=self.device)
-        self.diverged_at = torch.full((len(cfgs),), -1, device=self.device)
+        self.active = torch.arange(slots, device=self.device) < len(cfgs)
+        self.diverged_at = torch.full((slots,), -1, device=self.device)
         self.steps_done = 0
         self.autocast = recipe.autocast_dtype(self.device)
-        self.compiled = torch.compile(self.losses, dynamic=False) if compile else None
+        self.compiled = torch.compile(self.losses, dynamic=False) if compile else None  # vmap fixes N anyway
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
         """[N, F] buffer -> {name: [N, *shape]} views in canonical order."""
@@ -90,12 +114,12 @@ class Pack:
         """[N, P] trainable vectors (zoo.flatten order) on the training device."""
         return unstack_params(self.net, self.views(self.buf))
 
-    def losses(self, buf: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """buf [N, F], x [N, B, 3, 32, 32] uint8 augmented, y [N, B] -> mean training loss [N]."""
+    def losses(self, buf: torch.Tensor, x: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+        """buf [N, F], x [N, B, 3, 32, 32] uint8 augmented, y [N, B], smoothing [N] -> mean training loss [N]."""
         dtype = self.autocast or torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
             logits = packed_forward(self.net, self.views(buf), normalize(x))
-        return smoothed_ce(logits, y, self.smoothing).mean(1)
+        return smoothed_ce(logits, y, smoothing).mean(1)
 
     def loss_and_grad(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
         """(losses [N], d sum(losses) / d buf [N, F]); each member's gradient is its own loss's."""
@@ -111,7 +135,7 @@ class Pack:
 
     def _grad(self, losses_fn, x, y):
         buf = self.buf.detach().requires_grad_(True)
-        losses = losses_fn(buf, x, y)
+        losses = losses_fn(buf, x, y, self.smoothing)
         (grad,) = torch.autograd.grad(losses.sum(), buf)
         return losses.detach(), grad
 
@@ -128,8 +152,8 @@ class Pack:
 
     def train_epoch(self, epoch: int, lr_factors: np.ndarray) -> None:
         """One epoch: `lr_factors` [steps] multiply each member's lr (the recipe's triangle)."""
-        n, b = len(self.cfgs), self.recipe.batch_size
-        draws = [draw_epoch(c.seed, epoch, len(self.res.train_y), self.recipe) for c in self.cfgs]
+        n, b = len(self.slot_cfgs), self.recipe.batch_size
+        draws = [draw_epoch(c.seed, epoch, len(self.res.train_y), self.recipe) for c in self.slot_cfgs]
         order, flip, shift, corner = (torch.stack(t).to(self.device, non_blocking=True) for t in zip(
             *((d.order, d.flip, d.shift, d.corner) for d in draws)))  # [N, steps, B, ...]
         for s, factor in enumerate(lr_factors):
@@ -139,7 +163,9 @@ class Pack:
             self.step(x.view(n, b, *x.shape[1:]), self.res.train_y[idx], float(factor), epoch)
 
     def measure(self) -> list[dict[str, float]]:
-        return measure(self.net, self.flat(), self.res, self.smoothing, self.autocast is not None)
+        """Metrics of the real members (not the padding slots)."""
+        n = len(self.cfgs)
+        return measure(self.net, self.flat()[:n], self.res, self.smoothing[:n], self.autocast is not None)
 
 
 def _pack_epochs(cfgs: list[MemberConfig], recipe: Recipe) -> int:
@@ -154,12 +180,13 @@ def _pack_epochs(cfgs: list[MemberConfig], recipe: Recipe) -> int:
 
 
 def train_pack(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
-               compile: bool = False) -> list[MemberResult]:
-    """Train members of one family and one epoch count together; results in the order of `cfgs`."""
+               compile: bool = False, slots: int | None = None) -> list[MemberResult]:
+    """Train members of one family and one epoch count together; results in the order of `cfgs`.
+    `slots` pads the pack (see `Pack`)."""
     start = time.perf_counter()
     epochs = _pack_epochs(cfgs, recipe)
     res = resident(data, recipe, device)
-    pack = Pack(cfgs, recipe, res, asym_seed=asym_seed, compile=compile)
+    pack = Pack(cfgs, recipe, res, asym_seed=asym_seed, compile=compile, slots=slots)
     steps = recipe.steps_per_epoch(len(res.train_y))
     factors = recipe.lr_factors(epochs, steps).reshape(epochs, steps)
     checkpoints = {0: (pack.flat().cpu(), pack.measure())} if 0 in recipe.checkpoints else {}
@@ -173,7 +200,7 @@ def train_pack(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_
 
 
 def _results(pack: Pack, checkpoints: dict, wall_s: float) -> list[MemberResult]:
-    final, diverged_at = pack.flat().cpu(), pack.diverged_at.tolist()
+    final, diverged_at = pack.flat().cpu(), pack.diverged_at.tolist()[: len(pack.cfgs)]
     ok = [d < 0 for d in diverged_at]
     metrics = pack.measure() if any(ok) else [nan_metrics()] * len(ok)
     results = []
@@ -188,17 +215,28 @@ def _results(pack: Pack, checkpoints: dict, wall_s: float) -> list[MemberResult]
     return results
 
 
+def split_packs(group: list[int], pack_size: int, compile: bool) -> list[tuple[list[int], int | None]]:
+    """One epoch group -> [(member positions, slots)]. Eager: balanced packs of at most `pack_size`.
+    Compiled: full packs of `pack_size` and a remainder padded to a power of two, so at most
+    log2(pack_size) + 1 sizes compile (each size compiles once; dynamo's default recompile limit,
+    8, is reached at pack_size 128, beyond it dynamo runs further sizes eagerly)."""
+    if not compile:
+        return [(list(p), None) for p in np.array_split(group, -(-len(group) // pack_size))]
+    parts = [group[i : i + pack_size] for i in range(0, len(group), pack_size)]
+    return [(p, min(pack_size, 1 << (len(p) - 1).bit_length())) for p in parts]
+
+
 def train_packs(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
                 pack_size: int = 64, compile: bool = False) -> list[MemberResult]:
-    """Group members by epoch count into balanced packs of at most `pack_size`; results in input order."""
+    """Group members by epoch count into packs of at most `pack_size` (`split_packs`); results in
+    input order."""
     by_epochs: dict[int, list[int]] = {}
     for i, c in enumerate(cfgs):
         by_epochs.setdefault(recipe.member_epochs(c), []).append(i)
     results: list[MemberResult | None] = [None] * len(cfgs)
     for epochs in sorted(by_epochs):
-        group = by_epochs[epochs]
-        for part in np.array_split(group, -(-len(group) // pack_size)):
+        for part, slots in split_packs(by_epochs[epochs], pack_size, compile):
             for i, r in zip(part, train_pack([cfgs[i] for i in part], data, recipe, asym_seed=asym_seed,
-                                             device=device, compile=compile)):
+                                             device=device, compile=compile, slots=slots)):
                 results[i] = r
     return results
