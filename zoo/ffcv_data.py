@@ -31,21 +31,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_TORCH_THREADS = torch.get_num_threads()
-from ffcv.fields import IntField, RGBImageField  # noqa: E402  (importing ffcv sets torch's threads to 1)
+from .augment import FILL, epoch_order
+from .data import Cifar10, default_root
+from .members import MemberConfig
+from .recipe import Recipe
+from .records import MemberResult
+from .train import fit, resident
+
+_TORCH_THREADS = torch.get_num_threads()  # importing ffcv sets torch's intra-op threads to 1: undone below
+from ffcv.fields import IntField, RGBImageField  # noqa: E402
 from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder  # noqa: E402
 from ffcv.loader import Loader, OrderOption  # noqa: E402
 from ffcv.transforms import (Cutout, RandomHorizontalFlip, RandomTranslate, Squeeze, ToDevice,  # noqa: E402
                              ToTensor, ToTorchImage)
 from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
 from ffcv.writer import DatasetWriter  # noqa: E402
-
-from .augment import FILL, epoch_order  # noqa: E402
-from .data import Cifar10, default_root  # noqa: E402
-from .members import MemberConfig  # noqa: E402
-from .recipe import Recipe  # noqa: E402
-from .records import MemberResult  # noqa: E402
-from .train import fit, resident  # noqa: E402
 
 torch.set_num_threads(_TORCH_THREADS)
 
