@@ -52,7 +52,8 @@ class Recipe:
     def __post_init__(self):
         _check("batch_size", self.batch_size, _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1")
         _check("warmup_epochs", self.warmup_epochs,
-               isinstance(self.warmup_epochs, (int, float)) and 0 <= self.warmup_epochs < float("inf"),
+               isinstance(self.warmup_epochs, (int, float)) and not isinstance(self.warmup_epochs, bool)
+               and 0 <= self.warmup_epochs < float("inf"),
                "a finite number >= 0")
         for name in ("epochs", "n_train", "n_test"):
             v = getattr(self, name)
