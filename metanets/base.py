@@ -16,20 +16,12 @@ import math
 import torch
 from torch import nn
 
-from zoo.layout import Layout, TensorSpec
+from zoo.layout import Layout
 
 
 def as_layout(layout) -> Layout:
     """A `zoo.Layout`, or its `to_json()` list of {"name", "shape", "offset", "size"}."""
-    if isinstance(layout, Layout):
-        return layout
-    if not isinstance(layout, (list, tuple)) or not layout:
-        raise ValueError(f"layout={type(layout).__name__}: must be a zoo.Layout or a non-empty list of tensor dicts")
-    specs = tuple(TensorSpec(t["name"], tuple(t["shape"]), int(t["offset"]), int(t["size"])) for t in layout)
-    ends = [s.offset + s.size for s in specs]
-    if [s.offset for s in specs] != [0] + ends[:-1]:
-        raise ValueError("layout: tensor offsets must be contiguous and start at 0")
-    return Layout(specs)
+    return layout if isinstance(layout, Layout) else Layout.from_json(layout)
 
 
 class Metanet(nn.Module):

@@ -143,3 +143,12 @@ def test_init_is_a_function_of_the_seed():
     a, b = member_net("standard", seed=9), member_net("standard", seed=9)
     assert torch.equal(zoo.flatten(a), zoo.flatten(b))
     assert not torch.equal(zoo.flatten(a), zoo.flatten(member_net("standard", seed=10)))
+
+
+def test_layout_json_round_trip_and_validation():
+    lay = zoo.layout(member_net("w_asym"))
+    assert zoo.Layout.from_json(lay.to_json()) == lay
+    broken = lay.to_json()
+    broken[1]["offset"] += 1
+    with pytest.raises(ValueError, match="contiguous"):
+        zoo.Layout.from_json(broken)

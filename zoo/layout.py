@@ -40,6 +40,17 @@ class Layout:
     def to_json(self) -> list[dict]:
         return [{"name": t.name, "shape": list(t.shape), "offset": t.offset, "size": t.size} for t in self.tensors]
 
+    @classmethod
+    def from_json(cls, tensors: list[dict]) -> "Layout":
+        """The inverse of `to_json` (e.g. a zoo manifest's per-family layout), validated."""
+        if not isinstance(tensors, (list, tuple)) or not tensors:
+            raise ValueError(f"layout={type(tensors).__name__}: must be a non-empty list of tensor dicts")
+        specs = tuple(TensorSpec(t["name"], tuple(t["shape"]), int(t["offset"]), int(t["size"])) for t in tensors)
+        ends = [s.offset + s.size for s in specs]
+        if [s.offset for s in specs] != [0] + ends[:-1]:
+            raise ValueError("layout: tensor offsets must be contiguous and start at 0")
+        return cls(specs)
+
 
 def _mask_of(net: nn.Module, name: str) -> torch.Tensor | None:
     module_name, _, leaf = name.rpartition(".")
