@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -40,19 +38,13 @@ import time
 import numpy as np
 import torch
 
+
 import zoo
 from metanets.base import seeded_init
 from metanets.deepsets import mlp_block
 from metanets.registry import METANETS, build
 from metanets.train import featurize_all
-
-
-def hardware() -> str:
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    cpu = f"{names[0] if names else platform.processor()} ({os.cpu_count()} logical cores)"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"CPU: {cpu}; GPU: {gpu}; torch {torch.__version__}"
+from pipelines.hardware import describe as hardware
 
 
 def make_net(name: str, layout) -> torch.nn.Module:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from dataclasses import replace
 
@@ -22,20 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+
 import zoo
 from pipelines import mli
+from pipelines.hardware import describe as hardware
 
 PAPER_POINTS = 300 * 25  # members x alphas per family
 PAPER_IMAGES = 50_000  # CIFAR-10 training images
-
-
-def hardware() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    cpu = f"{names[0] if names else cpu} ({os.cpu_count()} logical cores)"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"CPU: {cpu}; GPU: {gpu}; torch {torch.__version__}"
 
 
 def members(family: str, n: int) -> tuple[np.ndarray, np.ndarray]:

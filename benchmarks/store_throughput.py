@@ -28,19 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
 import zoo
 from zoo import store
 from zoo.records import METRICS, MemberResult
+from pipelines.hardware import describe
 
 SHA = "0" * 64  # synthetic data identity
-
-
-def hardware(folder: Path) -> str:
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (not used)"
-    return (f"CPU: {names[0] if names else 'unknown'} ({os.cpu_count()} logical cores); GPU: {gpu}\n"
-            f"disk: {disk(folder)}")
 
 
 def disk(folder: Path) -> str:
@@ -165,7 +159,7 @@ def main() -> None:
 def run(args, folder: Path) -> None:
     n_params = zoo.layout(zoo.build(args.family)).size
     nbytes = args.members * n_params * 4
-    print(hardware(folder))
+    print(f"{describe()}\ndisk: {disk(folder)}")
     print(f"{args.members} {args.family} members x {n_params} params: {nbytes / 1e9:.2f} GB per weight array; "
           f"packs of {args.pack}; Zoo.weights threads: {args.workers or os.cpu_count()}")
     t0 = time.perf_counter()

@@ -23,34 +23,23 @@ members per pack at 64 members; --accuracy-epochs 25 fills the packs (and depart
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+
 
 from zoo import load_cifar10, sample_member
 from zoo.data import Cifar10, DataError
 from zoo.packed import Pack
 from zoo.recipe import Recipe
 from zoo.train import device_label, new_member, resident, resident_batches, train_epoch, train_members
+from pipelines.hardware import describe
 
 MEMBER_IMAGES = 25 * 50_000  # a member's training images at 25 epochs of full CIFAR-10
 PAPER_TEST_ACC = {"standard": 0.738, "w_asym": 0.640}  # paper, mean test accuracy
-
-
-def hardware(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").exists():
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    gpu = device_label(device) if device.type == "cuda" else "no GPU used"
-    return f"{cpu} ({os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads); {gpu}"
 
 
 def synthetic(n_train: int) -> Cifar10:
@@ -198,7 +187,7 @@ def main(argv=None) -> None:
             raise
         print(f"no CIFAR-10 ({str(e).splitlines()[0][:80]}...): timing on random images")
         data = synthetic(args.steps * args.batch)
-    print(f"hardware: {hardware(device)}\ndata: {data.identity['name']}; batch {args.batch}/member, "
+    print(f"hardware: {describe()}, {torch.get_num_threads()} torch threads, training on {device_label(device)}\ndata: {data.identity['name']}; batch {args.batch}/member, "
           f"{args.steps} timed steps after a warm-up epoch; family {args.family}\n", flush=True)
     throughput(args, data, device)
     if args.accuracy:

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib.metadata
 import json
 import logging
 import math
 import os
-import subprocess
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from zoo.config import check as _check
+from zoo.config import from_dict, is_int as _is_int
+from zoo.store.manifest import code_version, package_versions
 
 from .data import TRAIN_FRAC, VAL_FRAC
 from .deepsets import CHUNK
@@ -39,16 +41,6 @@ SCHEMA = 1  # version of the run records; part of every run key
 CLAIM = ("How well metanetworks predict a member's CIFAR-10 test accuracy from its trainable weights, per "
          "family (paper Section 5.3, Table 3): test R^2 and Kendall tau at the best-validation epoch")
 LOG = logging.getLogger("metanets")
-PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "pyarrow")
-
-
-def _check(name: str, value, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{name}={value!r}: must be {allowed}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -102,11 +94,7 @@ class MetanetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MetanetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown metanets config keys {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        return from_dict(cls, d, "metanets config")
 
     def settings(self) -> TrainSettings:
         return TrainSettings(epochs=self.epochs, batch_size=self.batch_size, weight_decay=self.weight_decay,
@@ -210,27 +198,6 @@ class Runner:
 
 # ---------------------------------------------------------------------------------------------
 # The stage
-
-def code_version() -> dict:
-    """The git commit of the checkout this code runs from, when it is one."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        commit = out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"git_commit": commit}
-
-
-def package_versions() -> dict:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
 
 def _families(config: MetanetConfig, store) -> list[str]:
     missing = [f for f in config.families if f not in store.families]

@@ -17,14 +17,11 @@ def cpu_name() -> str:
 
 
 def describe() -> str:
-    """e.g. '2 x Intel(R) Xeon(R) ... (2 cores), no GPU' or '..., NVIDIA H200 x1'."""
-    text = f"{cpu_name()} ({os.cpu_count()} cores)"
-    try:
-        import torch
+    """e.g. 'AMD EPYC (2 cores), no GPU, torch 2.13.0+cpu' or '..., NVIDIA H200 x1, torch ...'."""
+    import torch
 
-        if torch.cuda.is_available():
-            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            return f"{text}, {names[0]} x{len(names)}"
-    except ImportError:
-        pass
-    return f"{text}, no GPU"
+    text = f"{cpu_name()} ({os.cpu_count()} cores)"
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"{text}, {names[0]} x{len(names)}, torch {torch.__version__}"
+    return f"{text}, no GPU, torch {torch.__version__}"

@@ -43,7 +43,7 @@ import math
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -57,6 +57,8 @@ from scipy import stats
 from torch import nn
 
 import zoo
+from zoo.config import check as _check
+from zoo.config import from_dict, is_int as _is_int
 from zoo.augment import augment, draw_epoch
 from zoo.evaluate import evaluate_flat, normalize
 from zoo.models import check_family
@@ -79,15 +81,6 @@ CUDA_POINTS = 64  # default (member, alpha) rows per packed CUDA forward; see be
 
 # ---------------------------------------------------------------------------------------------
 # Config
-
-def _check(name: str, value, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{name}={value!r}: must be {allowed}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
 
 @dataclass(frozen=True)
 class MliConfig:
@@ -130,11 +123,7 @@ class MliConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MliConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown MliConfig keys {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        return from_dict(cls, d, "MliConfig")
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out is not None else Path(self.zoo) / "mli"

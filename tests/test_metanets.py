@@ -11,7 +11,7 @@ from metanets.base import n_params, seeded_init
 from metanets.data import Standardizer, prepare, split_members
 from metanets.deepsets import ScalarPhi, SetReadout
 from metanets.registry import METANETS, build
-from metanets.report import PAPER_TABLE3, paper_table3, table3, to_csv, to_markdown
+from metanets.report import PAPER_TABLE3, paper_table3, table3, to_markdown
 from metanets.statnn import StatNN
 from metanets.train import TrainSettings, featurize_all, run_seed, select_lr, train_run
 from zoo.layout import Layout, TensorSpec
@@ -364,7 +364,7 @@ def test_bad_input_gets_a_clear_message(tmp_path, capsys):
         run(MetanetConfig(zoo=small.path, metanets=("mlp",)))
     with pytest.raises(ValueError, match=r"\['w_asym'\] not in the zoo"):
         run(MetanetConfig(zoo=small.path, families=("w_asym",)))
-    with pytest.raises(ValueError, match="unknown metanets config keys \\['lr'\\]"):
+    with pytest.raises(ValueError, match="metanets config: unknown keys \\['lr'\\]"):
         MetanetConfig.from_dict({"zoo": small.path, "lr": 1e-3})
     with pytest.raises(ValueError, match="lrs=.*must be a non-empty list of floats > 0"):
         MetanetConfig(zoo=small.path, lrs=(0.0,))

@@ -86,7 +86,7 @@ def test_packed_curves_equal_one_point_at_a_time(family):
 
 
 def test_config_refuses_unknown_keys_and_bad_values():
-    with pytest.raises(ValueError, match="unknown MliConfig keys \\['alpha'\\]"):
+    with pytest.raises(ValueError, match="MliConfig: unknown keys \\['alpha'\\]"):
         mli.MliConfig.from_dict({"zoo": "z", "alpha": 25})
     for bad, says in (({"members": 0}, "members=0"), ({"alphas": 2}, "alphas=2"), ({"device": "tpu"}, "device='tpu'"),
                       ({"autocast": True}, "autocast=True"), ({"families": ["resnet"]}, "family='resnet'")):

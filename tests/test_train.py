@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import build, flatten, init_weights, sample_member
+from zoo import build, init_weights, sample_member
 from zoo.augment import FILL, augment, draw_epoch, epoch_order
 from zoo.evaluate import normalize
 from zoo.functional import unstack_params

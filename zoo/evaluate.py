@@ -6,7 +6,6 @@ Used for the recorded train/test metrics and for MLI's (member, alpha) points: b
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .functional import packed_forward, stack_params

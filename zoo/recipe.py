@@ -14,25 +14,18 @@ schedule that never comes down.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from .config import check as _check
+from .config import from_dict, is_int as _is_int
 from .data import Cifar10
 from .members import MemberConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 IMAGE_SIDE = 32  # CIFAR-10 images are 32 x 32
-
-
-def _check(name: str, value, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{name}={value!r}: must be {allowed}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,10 +60,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"recipe: unknown keys {unknown}; allowed: {[f.name for f in fields(cls)]}")
-        return cls(**d)
+        return from_dict(cls, d, "recipe")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -19,7 +19,7 @@ from . import fs as store_fs
 from .schema import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
-PACKAGES = ("torch", "numpy", "pyarrow", "pandas")
+PACKAGES = ("torch", "numpy", "pyarrow", "pandas", "scipy", "scikit-learn", "matplotlib")
 CLAIM = ("ResNet-8 members trained on CIFAR-10 with the paper's Table 8 hyperparameters; the input of "
          "the metanetwork (Sec. 5.3) and linear-interpolation (Sec. 5.4) studies")
 
