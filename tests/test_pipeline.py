@@ -1,0 +1,57 @@
+"""`symzoo run` end to end on the smoke preset, its resume, and preset validation."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from pipelines.presets import load_preset
+
+
+def symzoo_run(out, cifar_root):
+    env = dict(os.environ, PYTHONPATH=str(REPO), SYMZOO_DATA=str(cifar_root))
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--preset", "smoke", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_run_smoke_end_to_end_then_resume(tmp_path, cifar_root):
+    out = tmp_path / "study"
+    first = symzoo_run(out, cifar_root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    for heading in ("## Zoo", "## Table 3", "## Table 4", "## Wall time per stage"):
+        assert heading in report
+    assert "JPEG-q75" in report and '"epochs": 1' in report  # data copy and recipe overrides named
+    assert "0.976" in report and "26.3%" in report  # the paper's StatNN R^2 and % monotonic, labelled
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (out / image).stat().st_size > 1000, image
+    assert re.search(r"\| standard \| 8 \| 8 \| 8 \| 0 \|", report)  # planned, committed, ok, diverged
+
+    second = symzoo_run(out, cifar_root)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "24 already committed, 0 to train" in second.stderr
+    runs = json.loads((out / "pipeline.json").read_text())["invocations"]
+    assert len(runs) == 2 and set(runs[1]["stages"]) == {"generate", "metanets", "mli"}
+    manifest = json.loads((out / "metanets" / "manifest.json").read_text())
+    assert manifest["runs"]["trained"] == 0 and manifest["runs"]["reused"] > 0, manifest["runs"]
+
+
+def test_presets_load_and_refuse_unknown_keys(tmp_path):
+    for name in ("smoke", "demo", "gpu", "paper"):
+        assert load_preset(name).families == ("standard", "w_asym", "sigma_asym")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("description: x\nmembrs: 3\n")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['membrs'\]"):
+        load_preset(str(bad))
+    bad.write_text("description: x\nmli: {alpha: 3}\n")
+    with pytest.raises(ValueError, match=r"mli: unknown key\(s\) \['alpha'\]"):
+        load_preset(str(bad))
+    bad.write_text("description: x\nrecipe: {epochs: 0}\n")
+    with pytest.raises(ValueError, match="epochs=0"):
+        load_preset(str(bad))
+    with pytest.raises(ValueError, match="preset='nope'"):
+        load_preset("nope")
