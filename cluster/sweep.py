@@ -43,6 +43,7 @@ class SweepConfig:
     address: str | None = None  # Ray address; None = $RAY_ADDRESS, else embedded
     pack_size: int = 64  # members trained together per GPU task; CPU tasks hold one member
     engine: str = "auto"  # zoo.train engine: auto | resident | packed | ffcv
+    compile: bool = False  # torch.compile the packed step (eager fallback); not yet measured on a GPU
     max_retries: int = 3  # Ray retries of a failed pack (worker death or exception)
     new_zoo: bool = False  # refuse to reuse an existing zoo at this path
 
@@ -102,7 +103,8 @@ def _run_packs(cfg, recipe, data, todo, *, total: int, already: int) -> None:
         num_gpus=1 if gpus else 0, num_cpus=1, max_retries=cfg.max_retries, retry_exceptions=True)
     data_ref = ray.put(data)
     pending = {task.remote(cfg.zoo, list(p.configs), recipe.to_dict(), asym_seed=cfg.asym_seed, data=data_ref,
-                           device="cuda" if gpus else "cpu", engine=cfg.engine, pack_name=p.name): p
+                           device="cuda" if gpus else "cpu", engine=cfg.engine, pack_name=p.name,
+                           compile=cfg.compile): p
                for p in packs}
     log(f"{len(packs)} packs on {'GPU' if gpus else 'CPU'} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
         f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs)")

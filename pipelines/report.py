@@ -46,6 +46,8 @@ def accuracy_histogram(members: pd.DataFrame, path: Path) -> Path:
     bins = np.linspace(0, 1, 41)
     for fam, g in members[members.status == "ok"].groupby("family", sort=False):
         ax.hist(g.test_acc, bins=bins, alpha=0.55, label=f"{fam} (n={len(g)})")
+    top = members.loc[members.status == "ok", "test_acc"].max()
+    ax.set_xlim(0, min(1.0, (top if np.isfinite(top) else 1.0) + 0.1))
     ax.set(xlabel="test accuracy", ylabel="members", title="Test accuracy of the zoo's members")
     ax.legend()
     fig.tight_layout()
