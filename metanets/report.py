@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zoo.models import LABELS as FAMILY_NAMES
+from zoo.models import TEX_LABELS
+
 from .registry import METANETS
 
 PAPER_TABLE3 = {  # THE PAPER'S numbers (Lim et al. 2024, Table 3; R^2 and tau, mean, std over 5 runs), not ours
@@ -26,7 +29,6 @@ PAPER_LRS = {  # THE PAPER'S chosen learning rates (Table 9)
     "deepsets": {"standard": 1e-2, "w_asym": 5e-3}, "statnn": {"standard": 1e-3, "w_asym": 1e-2},
 }
 STATS = ("r2_mean", "r2_std", "tau_mean", "tau_std", "runs", "lr")
-FAMILY_NAMES = {"standard": "ResNet", "w_asym": "W-Asym ResNet", "sigma_asym": "sigma-Asym ResNet"}
 
 
 def _ordered(names, order) -> list:
@@ -104,9 +106,9 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 def to_latex(frame: pd.DataFrame) -> str:
     fams = _families(frame)
-    tex = lambda s: s.replace("±", r"$\pm$").replace("sigma-", r"$\sigma$-")  # noqa: E731
+    tex = lambda s: s.replace("±", r"$\pm$")  # noqa: E731
     lines = [r"\begin{tabular}{l" + "cc" * len(fams) + "}", r"\toprule",
-             " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{tex(FAMILY_NAMES.get(f, f))}}}" for f in fams) + r" \\",
+             " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{TEX_LABELS.get(f, f)}}}" for f in fams) + r" \\",
              " & " + " & ".join(r"$R^2$ & $\tau$" for _ in fams) + r" \\", r"\midrule"]
     for m in frame.index:
         cells = [tex(_pm(frame, m, f, k)) for f in fams for k in ("r2", "tau")]

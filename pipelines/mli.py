@@ -61,7 +61,7 @@ from zoo.config import check as _check
 from zoo.config import from_dict, is_int as _is_int
 from zoo.augment import augment, draw_epoch
 from zoo.evaluate import evaluate_flat, normalize
-from zoo.models import check_family
+from zoo.models import LABELS, TEX_LABELS, check_family
 from zoo.recipe import Recipe
 from zoo.store import atomic_write_parquet, open_zoo
 from zoo.store.fs import atomic_write_bytes
@@ -259,8 +259,6 @@ def read_curves(out: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # Table 4
 
-LABELS = {"standard": "Standard ResNet-8", "w_asym": "W-Asym ResNet-8", "sigma_asym": "σ-Asym ResNet-8"}
-TEX_LABELS = {"standard": "Standard ResNet-8", "w_asym": "W-Asym ResNet-8", "sigma_asym": r"$\sigma$-Asym ResNet-8"}
 TABLE_COLUMNS = (
     "family", "n", "n_diverged", "n_nonfinite", "delta_mean", "delta_std", "monotonic_pct",
     "local_mean", "local_std", "global_mean", "global_std", "p_delta", "p_monotonic", "p_local", "p_global",

@@ -7,6 +7,8 @@ from torch import nn
 from . import sigma_asym, standard, w_asym
 
 FAMILIES = {"standard": standard.build, "w_asym": w_asym.build, "sigma_asym": sigma_asym.build}
+LABELS = {"standard": "Standard ResNet-8", "w_asym": "W-Asym ResNet-8", "sigma_asym": "σ-Asym ResNet-8"}  # for tables
+TEX_LABELS = {f: label.replace("σ", r"$\sigma$") for f, label in LABELS.items()}
 
 
 def check_family(arch: str) -> str:
