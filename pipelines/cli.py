@@ -1,5 +1,8 @@
-"""`symzoo`: one thin command-line front over the stages. Each stage module registers its own
-subcommand with `register(subparsers)`; the work lives in the stage's `run(...)`."""
+"""symzoo: model zoos of standard and asymmetric ResNet-8s, and the studies of Lim et al. 2024.
+
+One thin command-line front over the stages: each stage module registers its own subcommand
+with `register(subparsers)`; the work lives in the stage's `run(...)`.
+"""
 from __future__ import annotations
 
 import argparse

@@ -31,6 +31,11 @@ class RunConfig:
     address: str | None = None  # Ray address; None = $RAY_ADDRESS, else embedded
     families: tuple[str, ...] | None = None  # subset of the preset's families
     members: int | None = None  # override of the preset's members per family
+    new_zoo: bool = False  # refuse to add to an existing zoo at `zoo`
+
+    @property
+    def planned(self) -> int:
+        return self.preset.members if self.members is None else self.members
 
 
 def _device() -> str:
@@ -41,9 +46,9 @@ def stage_generate(cfg: RunConfig, families) -> None:
     from cluster.sweep import SweepConfig, run
 
     p = cfg.preset
-    run(SweepConfig(zoo=cfg.zoo, members=cfg.members or p.members, families=families, zoo_seed=p.zoo_seed,
+    run(SweepConfig(zoo=cfg.zoo, members=cfg.planned, families=families, zoo_seed=p.zoo_seed,
                     asym_seed=p.asym_seed, recipe=p.recipe, data=cfg.data, download=cfg.download,
-                    address=cfg.address, **p.generate))
+                    address=cfg.address, new_zoo=cfg.new_zoo, **p.generate))
 
 
 def stage_metanets(cfg: RunConfig, families) -> None:
@@ -63,7 +68,7 @@ def stage_mli(cfg: RunConfig, families) -> None:
 def stage_report(cfg: RunConfig, families) -> None:
     from .report import write
 
-    path = write(Path(cfg.out), cfg.zoo, preset=cfg.preset.name, planned=cfg.members or cfg.preset.members,
+    path = write(Path(cfg.out), cfg.zoo, preset=cfg.preset.name, planned=cfg.planned,
                  hardware=describe())
     print(f"symzoo run: report at {path}", file=sys.stderr)
 

@@ -23,7 +23,7 @@ def run(args) -> int:
     out = args.out or f"runs/{preset.name}"
     cfg = RunConfig(preset=preset, out=out, zoo=args.zoo or f"{out}/zoo", data=args.data, download=args.download,
                     address=args.address, families=tuple(args.families.split(",")) if args.families else None,
-                    members=args.members)
+                    members=args.members, new_zoo=args.new_zoo)
     try:
         report = run_pipeline(cfg)
     except SweepFailed as e:

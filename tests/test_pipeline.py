@@ -55,3 +55,16 @@ def test_presets_load_and_refuse_unknown_keys(tmp_path):
         load_preset(str(bad))
     with pytest.raises(ValueError, match="preset='nope'"):
         load_preset("nope")
+
+
+def test_run_passes_overrides_through(tmp_path, capsys, cifar_root, monkeypatch):
+    from pipelines.cli import main
+
+    monkeypatch.setenv("SYMZOO_DATA", str(cifar_root))
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--members", "0"]) == 2
+    assert "members=0" in capsys.readouterr().err
+    zoo = tmp_path / "o" / "zoo"
+    (zoo / "members" / "family=standard").mkdir(parents=True)
+    (zoo / "members" / "family=standard" / "pack-x.parquet").write_bytes(b"PAR1")
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--new-zoo"]) == 2
+    assert "refusing to start a new zoo" in capsys.readouterr().err
