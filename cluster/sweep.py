@@ -97,7 +97,8 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def _run_packs(cfg, recipe, data, todo, *, total: int, already: int) -> None:
     connect(cfg.address)
-    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0) > 0
     packs = make_packs(todo, pack_size=cfg.pack_size if gpus else 1, epochs_of=recipe.member_epochs)
     task = ray.remote(train_and_commit).options(
         num_gpus=1 if gpus else 0, num_cpus=1, max_retries=cfg.max_retries, retry_exceptions=True)
@@ -106,8 +107,8 @@ def _run_packs(cfg, recipe, data, todo, *, total: int, already: int) -> None:
                            device="cuda" if gpus else "cpu", engine=cfg.engine, pack_name=p.name,
                            compile=cfg.compile): p
                for p in packs}
-    log(f"{len(packs)} packs on {'GPU' if gpus else 'CPU'} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs, "
-        f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
+    log(f"{len(packs)} packs on {'GPU' if gpus else 'CPU'} ({resources.get('CPU', 0):.0f} CPUs, "
+        f"{resources.get('GPU', 0):.0f} GPUs)")
     progress = Progress(total=total, already=already)
     failed = []
     while pending:

@@ -28,6 +28,7 @@ import torch
 
 from zoo.config import check as _check
 from zoo.config import from_dict, is_int as _is_int
+from zoo.store.fs import atomic_write_bytes
 from zoo.store.manifest import code_version, package_versions
 
 from .data import TRAIN_FRAC, VAL_FRAC
@@ -141,9 +142,8 @@ def _finite_or_none(value):
 
 def write_json(path: Path, obj) -> None:
     """Atomically: a reader, or a resumed stage, sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_finite_or_none(obj), indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    text = json.dumps(_finite_or_none(obj), indent=1, allow_nan=False)
+    atomic_write_bytes(str(path.parent), path.name, text.encode())
 
 
 def _read_record(path: Path, key: str) -> dict | None:

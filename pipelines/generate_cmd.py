@@ -25,16 +25,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def sweep_config(args):
+def sweep_config(preset, *, zoo: str, members: int | None, families, data, download: bool, address,
+                 new_zoo: bool):
+    """The sweep a preset describes, with the command line's overrides (None = the preset's)."""
     from cluster.sweep import SweepConfig
 
-    preset = load_preset(args.preset)
-    families = tuple(args.families.split(",")) if args.families else preset.families
     return SweepConfig(
-        zoo=args.zoo or f"runs/{preset.name}/zoo",
-        members=preset.members if args.members is None else args.members,
-        families=families, zoo_seed=preset.zoo_seed, asym_seed=preset.asym_seed, recipe=preset.recipe,
-        data=args.data, download=args.download, address=args.address, new_zoo=args.new_zoo,
+        zoo=zoo, members=preset.members if members is None else members,
+        families=tuple(families or preset.families), zoo_seed=preset.zoo_seed, asym_seed=preset.asym_seed,
+        recipe=preset.recipe, data=data, download=download, address=address, new_zoo=new_zoo,
         **preset.generate)
 
 
@@ -42,7 +41,10 @@ def run(args) -> int:
     from cluster import sweep
 
     try:
-        sweep.run(sweep_config(args))
+        preset = load_preset(args.preset)
+        sweep.run(sweep_config(preset, zoo=args.zoo or f"runs/{preset.name}/zoo", members=args.members,
+                               families=args.families.split(",") if args.families else None, data=args.data,
+                               download=args.download, address=args.address, new_zoo=args.new_zoo))
     except sweep.SweepFailed as e:
         print(f"symzoo generate: error: {e}", file=sys.stderr)
         return 1

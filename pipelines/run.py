@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 
+from zoo.store.fs import atomic_write_bytes
+
+from .generate_cmd import sweep_config
 from .hardware import describe
 from .presets import Preset
 
@@ -43,12 +46,10 @@ def _device() -> str:
 
 
 def stage_generate(cfg: RunConfig, families) -> None:
-    from cluster.sweep import SweepConfig, run
+    from cluster.sweep import run
 
-    p = cfg.preset
-    run(SweepConfig(zoo=cfg.zoo, members=cfg.planned, families=families, zoo_seed=p.zoo_seed,
-                    asym_seed=p.asym_seed, recipe=p.recipe, data=cfg.data, download=cfg.download,
-                    address=cfg.address, new_zoo=cfg.new_zoo, **p.generate))
+    run(sweep_config(cfg.preset, zoo=cfg.zoo, members=cfg.members, families=families, data=cfg.data,
+                     download=cfg.download, address=cfg.address, new_zoo=cfg.new_zoo))
 
 
 def stage_metanets(cfg: RunConfig, families) -> None:
@@ -96,6 +97,4 @@ def _save_timings(out: Path, cfg: RunConfig, record: dict) -> None:
     doc = json.loads(path.read_text()) if path.exists() else {"invocations": []}
     runs = [r for r in doc["invocations"] if r["started_utc"] != record["started_utc"]] + [record]
     doc = {"preset": dataclasses.asdict(cfg.preset), "zoo": cfg.zoo, "invocations": runs}
-    tmp = path.with_name(".pipeline.json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(path)
+    atomic_write_bytes(str(out), path.name, json.dumps(doc, indent=2).encode())
