@@ -3,9 +3,10 @@
 Rows (all on the device chosen, ResNet-8 of --family, batch --batch per member):
   resident x1      one member at a time, the baseline (zoo.train, torch.optim.AdamW)
   ffcv x1          one member, batches from an FFCV Loader (when ffcv is importable)
-  packed xN        N members in one step (zoo.packed, vmap), for N in --packs; eager, and
-                   compiled with --compile (rows printed as they finish: a CUDA fault in
-                   compiled code kills the process, the rows above it stay)
+  packed xN IMPL   N members in one step (zoo.packed), for N in --packs and each forward of
+                   --impls (vmap: zoo.functional; grouped: zoo.grouped); eager, and compiled
+                   with --compile (rows printed as they finish: a CUDA fault in compiled
+                   code kills the process, the rows above it stay)
 Each row trains one warm-up epoch of --steps steps (compilation happens there), then times
 one epoch of --steps steps. Reported: images/s summed over the members, members per hour at
 25 epochs x 50,000 images (training steps only: evaluation and file writing excluded), the
@@ -13,7 +14,8 @@ ratio to the baseline, and peak GPU memory. Targets on one H100/H200 (issue 3): 
 members per GPU-hour, >= 15x the baseline.
 
 --accuracy then trains --accuracy-members sampled members (zoo seed 0) of standard and W-Asym
-on the full training set with the paper recipe (packed on cuda, resident on cpu) and prints mean
+on the full training set with the paper recipe (packed on cuda with the first of --impls,
+resident on cpu) and prints mean
 test accuracy next to the paper's 73.8% / 64.0%. Sampled epoch counts (10..40) leave about two
 members per pack at 64 members; --accuracy-epochs 25 fills the packs (and departs from Table 8).
 
@@ -33,6 +35,7 @@ import torch
 
 from zoo import load_cifar10, sample_member
 from zoo.data import Cifar10, DataError
+from zoo.grouped import check_impl
 from zoo.packed import Pack
 from zoo.recipe import Recipe
 from zoo.train import device_label, new_member, resident, resident_batches, train_epoch, train_members
@@ -82,9 +85,9 @@ def ffcv_epoch(data, res, recipe: Recipe, family: str, device, beton_dir: str):
     return solo_epoch(res, recipe, family, device, lambda seed, epoch: ffcv_batches(loader, seed, epoch))
 
 
-def pack_epoch(res, recipe: Recipe, family: str, n: int, compiled: bool):
+def pack_epoch(res, recipe: Recipe, family: str, n: int, compiled: bool, impl: str):
     """(run_epoch, note) for a pack of n members; the note says whether compilation held."""
-    pack = Pack([sample_member(0, i, family) for i in range(n)], recipe, res, compile=compiled)
+    pack = Pack([sample_member(0, i, family) for i in range(n)], recipe, res, compile=compiled, impl=impl)
     factors = np.full(recipe.steps_per_epoch(len(res.train_y)), 0.5)
     fell_back = "compile failed: eager fallback"
     return (lambda epoch: pack.train_epoch(epoch, factors),
@@ -100,12 +103,12 @@ def measure_row(name: str, members: int, make_epoch, device, images: int, baseli
         run_epoch, note = make_epoch()
         seconds = timed_epochs(run_epoch, device)
     except torch.cuda.OutOfMemoryError:
-        print(f"{name:<26} out of GPU memory", flush=True)
+        print(f"{name:<34} out of GPU memory", flush=True)
         return
     rate = members * images / seconds
     baseline[:] = baseline or [rate]
     mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:6.1f}" if device.type == "cuda" else "     -"
-    print(f"{name:<26} {rate:>12,.0f} {3600 * rate / MEMBER_IMAGES:>14,.0f} {rate / baseline[0]:>8.2f}x {mem}  "
+    print(f"{name:<34} {rate:>12,.0f} {3600 * rate / MEMBER_IMAGES:>14,.0f} {rate / baseline[0]:>8.2f}x {mem}  "
           f"{note()}", flush=True)
 
 
@@ -113,18 +116,20 @@ def throughput(args, data: Cifar10, device: torch.device) -> None:
     images = args.steps * args.batch
     recipe = Recipe(batch_size=args.batch, n_train=images, n_test=min(1000, len(data.test_y)))
     res, fam, baseline = resident(data, recipe, device), args.family, []
-    print(f"{'engine':<26} {'images/s':>12} {'members/hour':>14} {'vs x1':>9} {'GiB':>6}  note", flush=True)
+    print(f"{'engine':<34} {'images/s':>12} {'members/hour':>14} {'vs x1':>9} {'GiB':>6}  note", flush=True)
     measure_row("resident x1 (baseline)", 1, lambda: solo_epoch(res, recipe, fam, device, lambda s, e: (
         resident_batches(res, recipe, s, e))), device, images, baseline)
     if args.ffcv and has_ffcv():
         measure_row("ffcv x1", 1, lambda: ffcv_epoch(data, res, recipe, fam, device, args.beton_dir), device,
                     images, baseline)
     elif args.ffcv:
-        print(f"{'ffcv x1':<26} skipped: ffcv is not importable", flush=True)
+        print(f"{'ffcv x1':<34} skipped: ffcv is not importable", flush=True)
     for compiled in (False, True) if args.compile else (False,):
         for n in args.packs:
-            label = f"packed x{n}" + (" compiled" if compiled else "")
-            measure_row(label, n, lambda: pack_epoch(res, recipe, fam, n, compiled), device, images, baseline)
+            for impl in args.impls:
+                label = f"packed x{n} {impl}" + (" compiled" if compiled else "")
+                measure_row(label, n, lambda: pack_epoch(res, recipe, fam, n, compiled, impl), device, images,
+                            baseline)
 
 
 def has_ffcv() -> bool:
@@ -142,7 +147,8 @@ def accuracy(args, data: Cifar10, device: torch.device) -> None:
     for family, paper in PAPER_TEST_ACC.items():
         cfgs = [sample_member(0, i, family) for i in range(args.accuracy_members)]
         start = time.perf_counter()
-        out = train_members(cfgs, data, recipe, device=device, engine="auto", compile=args.compile)
+        out = train_members(cfgs, data, recipe, device=device, engine="auto", compile=args.compile,
+                            impl=args.impls[0])
         wall = time.perf_counter() - start
         ok = [r.metrics["test_acc"] for r in out if r.status == "ok"] or [float("nan")]
         n_ok = sum(r.status == "ok" for r in out)
@@ -160,6 +166,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=512, help="images per step per member (default 512)")
     p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (default 20)")
     p.add_argument("--packs", default="16,64,128", help="comma-separated pack sizes N (default 16,64,128)")
+    p.add_argument("--impls", default="vmap,grouped", help="packed forwards to time (default vmap,grouped)")
     p.add_argument("--compile", action="store_true", help="also time packed rows under torch.compile")
     p.add_argument("--no-ffcv", dest="ffcv", action="store_false", help="skip the FFCV row")
     p.add_argument("--beton-dir", default=None, help="where .beton files are written (default a temporary folder)")
@@ -172,6 +179,7 @@ def parse(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.beton_dir = args.beton_dir or tempfile.mkdtemp(prefix="symzoo-beton-")
     args.packs = [int(n) for n in args.packs.split(",") if n]
+    args.impls = [check_impl(i) for i in args.impls.split(",") if i]
     return args
 
 

@@ -10,8 +10,9 @@ import torch
 from zoo import build, init_weights, sample_member
 from zoo.augment import FILL, augment, draw_epoch, epoch_order
 from zoo.evaluate import normalize
-from zoo.functional import unstack_params
-from zoo.layout import trainable_masks
+from zoo.functional import packed_forward, stack_params, unstack_params
+from zoo.grouped import grouped_forward, grouped_net
+from zoo.layout import flatten, trainable_masks
 from zoo.packed import Pack, adamw_, split_packs, train_pack
 from zoo.recipe import Recipe
 from zoo.records import METRICS
@@ -151,15 +152,42 @@ def test_packed_gradients_match_single_members(cifar, family):
         torch.testing.assert_close(grad[i], single, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["standard", "w_asym", "sigma_asym"])
+def test_grouped_forward_and_gradient_equal_vmap(family):
+    """The two packed forwards are one function: logits and d(loss)/d(params) agree."""
+    net, n = build(family), 4
+    gen = torch.Generator().manual_seed(1)
+    flat0 = torch.stack([flatten(init_weights(build(family), s)) for s in range(n)])
+    flat0 = flat0 + 0.05 * torch.randn(flat0.shape, generator=gen)  # norm affines off 1/0, biases nonzero
+    x = torch.randn(n, 6, 3, 32, 32, generator=gen)
+    out = {}
+    for name, forward, fnet in (("vmap", packed_forward, net), ("grouped", grouped_forward, grouped_net(net, n))):
+        flat = flat0.clone().requires_grad_(True)
+        logits = forward(fnet, stack_params(net, flat), x)
+        (grad,) = torch.autograd.grad(logits.square().sum(), flat)
+        out[name] = logits.detach(), grad
+    assert out["grouped"][0].shape == (n, 6, 10)
+    torch.testing.assert_close(out["grouped"][0], out["vmap"][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["grouped"][1], out["vmap"][1], rtol=1e-3, atol=1e-4)
+
+
+def test_grouped_net_refuses_a_leaf_it_cannot_pack():
+    net = build("standard")
+    net.stem.act = torch.nn.GELU()
+    with pytest.raises(TypeError, match="GELU.*impl='vmap'"):
+        grouped_net(net, 2)
+
+
 @pytest.fixture(scope="module")
 def separate(cifar):
     """Each of members(family) trained alone on the resident path, per family."""
     return {f: [train_member(c, cifar, TINY) for c in members(f)] for f in ("standard", "w_asym")}
 
 
-@pytest.mark.parametrize("family", ["standard", "w_asym"])
-def test_packed_training_equals_separate_training(cifar, separate, family):
-    packed = train_pack(members(family), cifar, TINY)
+@pytest.mark.parametrize("family, impl", [("standard", "vmap"), ("w_asym", "vmap"), ("standard", "grouped"),
+                                          ("w_asym", "grouped")])
+def test_packed_training_equals_separate_training(cifar, separate, family, impl):
+    packed = train_pack(members(family), cifar, TINY, impl=impl)
     for solo, pk in zip(separate[family], packed):
         assert pk.config == solo.config and pk.status == solo.status == "ok"
         np.testing.assert_array_equal(pk.params_init, solo.params_init)
@@ -259,7 +287,7 @@ def test_train_members_groups_by_epochs_and_keeps_order(cifar):
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"engine": "gpu"}, "engine"), ({"pack_size": 0}, "pack_size"),
+    ({"engine": "gpu"}, "engine"), ({"pack_size": 0}, "pack_size"), ({"impl": "fused"}, "impl"),
 ])
 def test_train_members_rejects_bad_input(cifar, kwargs, field):
     with pytest.raises(ValueError, match=field):

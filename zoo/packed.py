@@ -35,6 +35,7 @@ from .augment import augment, draw_epoch
 from .data import Cifar10
 from .evaluate import normalize, smoothed_ce
 from .functional import packed_forward, stack_params, unstack_params
+from .grouped import check_impl, grouped_forward, grouped_net
 from .layout import flatten
 from .members import MemberConfig
 from .models import build, init_weights
@@ -57,16 +58,18 @@ def adamw_(p, g, m, v, *, lr: torch.Tensor, wd: torch.Tensor, step: int) -> None
     p.sub_(lr / (1 - b1**step) * (m / denom))
 
 
-_NETS: dict = {}  # (family, asym_seed, device) -> the network all packs run through
+_NETS: dict = {}  # (family, asym_seed, device[, slots]) -> the network packs run through
 
 
-def shared_net(family: str, asym_seed: int, device: torch.device) -> torch.nn.Module:
-    """One network per family and device in a process. Its trainable tensors are never used (the
-    members' come in through functional_call); sharing it lets every pack reuse the compiled code,
-    whose guards check the module's identity."""
-    key = (family, asym_seed, str(device))
+def shared_net(family: str, asym_seed: int, device: torch.device, grouped_slots: int | None = None) -> torch.nn.Module:
+    """One network per family and device in a process (and per pack size for the grouped
+    forward, `zoo.grouped.grouped_net`). Its trainable tensors are never used (the members' come
+    in through functional_call); sharing it lets every pack reuse the compiled code, whose guards
+    check the module's identity."""
+    key = (family, asym_seed, str(device)) + ((grouped_slots,) if grouped_slots else ())
     if key not in _NETS:
-        _NETS[key] = build(family, asym_seed).to(device)
+        net = shared_net(family, asym_seed, device) if grouped_slots else build(family, asym_seed).to(device)
+        _NETS[key] = grouped_net(net, grouped_slots) if grouped_slots else net
     return _NETS[key]
 
 
@@ -76,10 +79,12 @@ class Pack:
     `slots` >= len(cfgs) pads the pack with copies of the first member that are masked from the
     start (compiled code is specialised to N, so uniform pack sizes save recompilations); every
     per-slot tensor has N = slots rows, results cover the real members only.
+    `impl` picks the training forward (`zoo.grouped.IMPLS`): "vmap" (`zoo.functional`) or
+    "grouped" (`zoo.grouped`); they compute the same function. Evaluation always uses vmap.
     """
 
     def __init__(self, cfgs: list[MemberConfig], recipe: Recipe, res: Resident, *, asym_seed: int = 0,
-                 compile: bool = False, slots: int | None = None):
+                 compile: bool = False, slots: int | None = None, impl: str = "vmap"):
         slots = len(cfgs) if slots is None else slots
         if not isinstance(slots, int) or slots < len(cfgs):
             raise ValueError(f"slots={slots!r}: must be an int >= the {len(cfgs)} members")
@@ -89,6 +94,8 @@ class Pack:
         init_net = build(cfgs[0].family, asym_seed)
         self.params_init = torch.stack([flatten(init_weights(init_net, c.seed)) for c in self.slot_cfgs])  # [N, P]
         self.net = shared_net(cfgs[0].family, asym_seed, self.device)
+        self.impl = check_impl(impl)
+        self.train_net = shared_net(cfgs[0].family, asym_seed, self.device, slots) if impl == "grouped" else self.net
         full = stack_params(self.net, self.params_init.to(self.device))
         self.shapes = {name: t.shape[1:] for name, t in full.items()}
         self.buf = torch.cat([t.reshape(slots, -1) for t in full.values()], 1)  # [N, F]
@@ -118,7 +125,8 @@ class Pack:
         """buf [N, F], x [N, B, 3, 32, 32] uint8 augmented, y [N, B], smoothing [N] -> mean training loss [N]."""
         dtype = self.autocast or torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
-            logits = packed_forward(self.net, self.views(buf), normalize(x))
+            forward = grouped_forward if self.impl == "grouped" else packed_forward
+            logits = forward(self.train_net, self.views(buf), normalize(x))
         return smoothed_ce(logits, y, smoothing).mean(1)
 
     def loss_and_grad(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,13 +188,13 @@ def _pack_epochs(cfgs: list[MemberConfig], recipe: Recipe) -> int:
 
 
 def train_pack(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
-               compile: bool = False, slots: int | None = None) -> list[MemberResult]:
+               compile: bool = False, slots: int | None = None, impl: str = "vmap") -> list[MemberResult]:
     """Train members of one family and one epoch count together; results in the order of `cfgs`.
-    `slots` pads the pack (see `Pack`)."""
+    `slots` pads the pack, `impl` picks the forward (see `Pack`)."""
     start = time.perf_counter()
     epochs = _pack_epochs(cfgs, recipe)
     res = resident(data, recipe, device)
-    pack = Pack(cfgs, recipe, res, asym_seed=asym_seed, compile=compile, slots=slots)
+    pack = Pack(cfgs, recipe, res, asym_seed=asym_seed, compile=compile, slots=slots, impl=impl)
     steps = recipe.steps_per_epoch(len(res.train_y))
     factors = recipe.lr_factors(epochs, steps).reshape(epochs, steps)
     checkpoints = {0: (pack.flat().cpu(), pack.measure())} if 0 in recipe.checkpoints else {}
@@ -227,7 +235,7 @@ def split_packs(group: list[int], pack_size: int, compile: bool) -> list[tuple[l
 
 
 def train_packs(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
-                pack_size: int = 64, compile: bool = False) -> list[MemberResult]:
+                pack_size: int = 64, compile: bool = False, impl: str = "vmap") -> list[MemberResult]:
     """Group members by epoch count into packs of at most `pack_size` (`split_packs`); results in
     input order."""
     by_epochs: dict[int, list[int]] = {}
@@ -237,6 +245,6 @@ def train_packs(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym
     for epochs in sorted(by_epochs):
         for part, slots in split_packs(by_epochs[epochs], pack_size, compile):
             for i, r in zip(part, train_pack([cfgs[i] for i in part], data, recipe, asym_seed=asym_seed,
-                                             device=device, compile=compile, slots=slots)):
+                                             device=device, compile=compile, slots=slots, impl=impl)):
                 results[i] = r
     return results

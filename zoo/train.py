@@ -4,7 +4,8 @@ Three engines run one recipe (`zoo.recipe`):
 - "resident": one member at a time, a plain module and torch.optim.AdamW; the data set is a
   uint8 tensor on the training device and the augmentation is batched tensor ops
   (`zoo.augment`), no DataLoader. The CPU path (one member per process, one thread each).
-- "packed": N members in lockstep under vmap (`zoo.packed`), the GPU path.
+- "packed": N members in lockstep (`zoo.packed`), under vmap or as one grouped-conv network
+  (`zoo.grouped`), the GPU path.
 - "ffcv": as resident, but the training batches come from an FFCV Loader (`zoo.ffcv_data`).
 
 Data: every entry point takes the full `Cifar10` (or any copy) and applies the recipe's subset
@@ -39,6 +40,7 @@ from torch import nn
 from .augment import augment, draw_epoch
 from .data import Cifar10
 from .evaluate import evaluate_flat, normalize
+from .grouped import check_impl
 from .layout import flatten
 from .members import MemberConfig
 from .models import build, init_weights
@@ -186,13 +188,14 @@ def train_member(cfg: MemberConfig, data: Cifar10, recipe: Recipe, *, asym_seed:
 
 
 def train_members(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
-                  engine: str = "auto", pack_size: int = 64, compile: bool = False,
+                  engine: str = "auto", pack_size: int = 64, compile: bool = False, impl: str = "vmap",
                   beton_dir=None) -> list[MemberResult]:
     """Train members of one family; results in the order of `cfgs`.
 
     engine: "resident" (one at a time), "packed" (packs of at most `pack_size` members of equal
-    epoch count, optionally torch.compile'd), "ffcv" (FFCV Loader batches; .beton files cached in
-    `beton_dir`), "auto" = packed on cuda, resident elsewhere.
+    epoch count, optionally torch.compile'd, forward `impl` "vmap" or "grouped": `zoo.grouped`),
+    "ffcv" (FFCV Loader batches; .beton files cached in `beton_dir`), "auto" = packed on cuda,
+    resident elsewhere.
     """
     families = sorted({c.family for c in cfgs})
     if len(families) > 1:
@@ -201,13 +204,14 @@ def train_members(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, as
         raise ValueError(f"engine={engine!r}: must be one of {ENGINES}")
     if not isinstance(pack_size, int) or pack_size < 1:
         raise ValueError(f"pack_size={pack_size!r}: must be an int >= 1")
+    check_impl(impl)
     if engine == "auto":
         engine = "packed" if torch.device(device).type == "cuda" else "resident"
     if engine == "packed":
         from .packed import train_packs  # packed builds on this module
 
         return train_packs(cfgs, data, recipe, asym_seed=asym_seed, device=device, pack_size=pack_size,
-                           compile=compile)
+                           compile=compile, impl=impl)
     if engine == "ffcv":
         from .ffcv_data import train_member_ffcv  # needs ffcv, an optional dependency
 
