@@ -21,10 +21,12 @@ members per pack at 64 members; --accuracy-epochs 25 fills the packs (and depart
 
   GPU, everything:  python benchmarks/train_throughput.py --compile --accuracy
   CPU smoke run:    python benchmarks/train_throughput.py --batch 32 --steps 3 --packs 2,4
+  GPU session:      benchmarks/gpu_session.sh runs this in phases within one device call
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -35,7 +37,7 @@ import torch
 
 from zoo import load_cifar10, sample_member
 from zoo.data import Cifar10, DataError
-from zoo.grouped import check_impl
+from zoo.grouped import IMPLS, check_impl
 from zoo.packed import Pack
 from zoo.recipe import Recipe
 from zoo.train import device_label, new_member, resident, resident_batches, train_epoch, train_members
@@ -94,8 +96,10 @@ def pack_epoch(res, recipe: Recipe, family: str, n: int, compiled: bool, impl: s
             lambda: ("compiled" if pack.compiled is not None else fell_back) if compiled else "eager")
 
 
-def measure_row(name: str, members: int, make_epoch, device, images: int, baseline: list) -> None:
-    """Time one row and print it at once; the first row measured is the baseline."""
+def measure_row(name: str, members: int, make_epoch, device, images: int, baseline: list, rows: list,
+                saved=lambda rows: None) -> None:
+    """Time one row, print it at once, append it to `rows` and call `saved(rows)`; the first row
+    measured is the baseline."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -110,26 +114,31 @@ def measure_row(name: str, members: int, make_epoch, device, images: int, baseli
     mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:6.1f}" if device.type == "cuda" else "     -"
     print(f"{name:<34} {rate:>12,.0f} {3600 * rate / MEMBER_IMAGES:>14,.0f} {rate / baseline[0]:>8.2f}x {mem}  "
           f"{note()}", flush=True)
+    rows.append({"row": name, "members": members, "images_per_s": rate, "members_per_hour": 3600 * rate / MEMBER_IMAGES,
+                 "vs_baseline": rate / baseline[0], "note": note()})
+    saved(rows)
 
 
-def throughput(args, data: Cifar10, device: torch.device) -> None:
+def throughput(args, data: Cifar10, device: torch.device, saved) -> list[dict]:
+    """Every row, printed as measured; `saved(rows)` after each (a run cut short keeps its rows)."""
     images = args.steps * args.batch
     recipe = Recipe(batch_size=args.batch, n_train=images, n_test=min(1000, len(data.test_y)))
-    res, fam, baseline = resident(data, recipe, device), args.family, []
+    res, fam, baseline, rows = resident(data, recipe, device), args.family, [], []
     print(f"{'engine':<34} {'images/s':>12} {'members/hour':>14} {'vs x1':>9} {'GiB':>6}  note", flush=True)
     measure_row("resident x1 (baseline)", 1, lambda: solo_epoch(res, recipe, fam, device, lambda s, e: (
-        resident_batches(res, recipe, s, e))), device, images, baseline)
+        resident_batches(res, recipe, s, e))), device, images, baseline, rows, saved)
     if args.ffcv and has_ffcv():
         measure_row("ffcv x1", 1, lambda: ffcv_epoch(data, res, recipe, fam, device, args.beton_dir), device,
-                    images, baseline)
+                    images, baseline, rows, saved)
     elif args.ffcv:
         print(f"{'ffcv x1':<34} skipped: ffcv is not importable", flush=True)
-    for compiled in (False, True) if args.compile else (False,):
+    for compiled in {"no": (False,), "yes": (False, True), "only": (True,)}[args.compile]:
         for n in args.packs:
             for impl in args.impls:
                 label = f"packed x{n} {impl}" + (" compiled" if compiled else "")
                 measure_row(label, n, lambda: pack_epoch(res, recipe, fam, n, compiled, impl), device, images,
-                            baseline)
+                            baseline, rows, saved)
+    return rows
 
 
 def has_ffcv() -> bool:
@@ -142,12 +151,14 @@ def has_ffcv() -> bool:
 
 def accuracy(args, data: Cifar10, device: torch.device) -> None:
     recipe = Recipe(epochs=args.accuracy_epochs)
+    engine = (f"packed ({args.impls[0]}, {'compiled' if args.compile != 'no' else 'eager'})" if device.type == "cuda"
+              else "resident")
     print(f"\naccuracy: {args.accuracy_members} members per family, zoo seed 0, full CIFAR-10 "
-          f"({data.identity['name']}), recipe overrides {recipe.overrides() or 'none (paper)'}", flush=True)
+          f"({data.identity['name']}), recipe overrides {recipe.overrides() or 'none (paper)'}, {engine}", flush=True)
     for family, paper in PAPER_TEST_ACC.items():
         cfgs = [sample_member(0, i, family) for i in range(args.accuracy_members)]
         start = time.perf_counter()
-        out = train_members(cfgs, data, recipe, device=device, engine="auto", compile=args.compile,
+        out = train_members(cfgs, data, recipe, device=device, engine="auto", compile=args.compile != "no",
                             impl=args.impls[0])
         wall = time.perf_counter() - start
         ok = [r.metrics["test_acc"] for r in out if r.status == "ok"] or [float("nan")]
@@ -166,8 +177,13 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=512, help="images per step per member (default 512)")
     p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (default 20)")
     p.add_argument("--packs", default="16,64,128", help="comma-separated pack sizes N (default 16,64,128)")
-    p.add_argument("--impls", default="vmap,grouped", help="packed forwards to time (default vmap,grouped)")
-    p.add_argument("--compile", action="store_true", help="also time packed rows under torch.compile")
+    p.add_argument("--impls", default=",".join(IMPLS), help=f"packed forwards to time (default {','.join(IMPLS)})")
+    p.add_argument("--compile", nargs="?", const="yes", default="no", choices=["no", "yes", "only"],
+                   help="also time packed rows under torch.compile (only: compiled rows alone); the "
+                        "accuracy run compiles unless no")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its algorithms per shape")
+    p.add_argument("--skip-throughput", action="store_true", help="no throughput rows (with --accuracy)")
+    p.add_argument("--json", default=None, help="also write the rows and the hardware to this JSON file")
     p.add_argument("--no-ffcv", dest="ffcv", action="store_false", help="skip the FFCV row")
     p.add_argument("--beton-dir", default=None, help="where .beton files are written (default a temporary folder)")
     p.add_argument("--data", default=None, help="CIFAR-10 root (default $SYMZOO_DATA); random images if absent")
@@ -187,6 +203,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device = torch.device(args.device)
     try:
         data = load_cifar10(args.data)
@@ -195,9 +212,17 @@ def main(argv=None) -> None:
             raise
         print(f"no CIFAR-10 ({str(e).splitlines()[0][:80]}...): timing on random images")
         data = synthetic(args.steps * args.batch)
-    print(f"hardware: {describe()}, {torch.get_num_threads()} torch threads, training on {device_label(device)}\ndata: {data.identity['name']}; batch {args.batch}/member, "
-          f"{args.steps} timed steps after a warm-up epoch; family {args.family}\n", flush=True)
-    throughput(args, data, device)
+    hardware = f"{describe()}, {torch.get_num_threads()} torch threads, training on {device_label(device)}"
+    print(f"hardware: {hardware}\ndata: {data.identity['name']}; batch {args.batch}/member, {args.steps} timed "
+          f"steps after a warm-up epoch; family {args.family}; cudnn.benchmark {args.cudnn_benchmark}\n", flush=True)
+    def saved(rows):
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"hardware": hardware, "torch": torch.__version__, "batch": args.batch,
+                           "cudnn_benchmark": args.cudnn_benchmark, "rows": rows}, f, indent=1)
+
+    if not args.skip_throughput:
+        throughput(args, data, device, saved)
     if args.accuracy:
         accuracy(args, data, device)
 

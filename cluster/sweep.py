@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import ray
 
 from zoo.data import load_cifar10
+from zoo.grouped import IMPLS
 from zoo.models import FAMILIES, build
 from zoo.layout import layout
 from zoo.recipe import Recipe
@@ -44,6 +45,7 @@ class SweepConfig:
     pack_size: int = 64  # members trained together per GPU task; CPU tasks hold one member
     engine: str = "auto"  # zoo.train engine: auto | resident | packed | ffcv
     compile: bool = False  # torch.compile the packed step (eager fallback); not yet measured on a GPU
+    packed_impl: str = "vmap"  # packed forward, zoo.grouped.IMPLS: vmap | grouped | grouped_cl
     max_retries: int = 3  # Ray retries of a failed pack (worker death or exception)
     new_zoo: bool = False  # refuse to reuse an existing zoo at this path
 
@@ -53,6 +55,8 @@ class SweepConfig:
             raise ValueError(f"pack_size={self.pack_size!r}: must be >= 1")
         if self.engine not in ("auto", "resident", "packed", "ffcv"):
             raise ValueError(f"engine={self.engine!r}: must be auto, resident, packed or ffcv")
+        if self.packed_impl not in IMPLS:
+            raise ValueError(f"packed_impl={self.packed_impl!r}: must be one of {', '.join(IMPLS)}")
         Recipe.from_dict(self.recipe)
 
 
@@ -105,7 +109,7 @@ def _run_packs(cfg, recipe, data, todo, *, total: int, already: int) -> None:
     data_ref = ray.put(data)
     pending = {task.remote(cfg.zoo, list(p.configs), recipe.to_dict(), asym_seed=cfg.asym_seed, data=data_ref,
                            device="cuda" if gpus else "cpu", engine=cfg.engine, pack_name=p.name,
-                           compile=cfg.compile): p
+                           compile=cfg.compile, impl=cfg.packed_impl): p
                for p in packs}
     log(f"{len(packs)} packs on {'GPU' if gpus else 'CPU'} ({resources.get('CPU', 0):.0f} CPUs, "
         f"{resources.get('GPU', 0):.0f} GPUs)")

@@ -32,12 +32,12 @@ def _fault_point(pack_name: str) -> None:
 
 
 def train_and_commit(zoo: str, configs: list[MemberConfig], recipe: dict, *, asym_seed: int, data,
-                     device: str, engine: str, pack_name: str, compile: bool = False) -> dict:
+                     device: str, engine: str, pack_name: str, compile: bool = False, impl: str = "vmap") -> dict:
     """Train `configs` (one family) and commit them as one Parquet file; returns a summary."""
     if device == "cpu":
         torch.set_num_threads(1)  # one member per core beats intra-op threads on CPU
     results = train_members(configs, data, Recipe.from_dict(recipe), asym_seed=asym_seed, device=device,
-                            engine=engine, pack_size=len(configs), compile=compile)
+                            engine=engine, pack_size=len(configs), compile=compile, impl=impl)
     _fault_point(pack_name)
     path = commit(zoo, results)
     return {

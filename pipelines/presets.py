@@ -26,14 +26,14 @@ class Preset:
     families: tuple[str, ...] = tuple(FAMILIES)  # families to generate and study
     members: int = 10000  # planned members per family
     recipe: dict = field(default_factory=dict)  # overrides of the paper recipe (zoo.recipe.Recipe)
-    generate: dict = field(default_factory=dict)  # cluster.sweep.SweepConfig: pack_size, engine, max_retries, compile
+    generate: dict = field(default_factory=dict)  # cluster.sweep.SweepConfig: pack_size, engine, max_retries, compile, packed_impl
     metanets: dict = field(default_factory=dict)  # metanets.stage.MetanetConfig settings
     mli: dict = field(default_factory=dict)  # pipelines.mli.MliConfig settings
 
     def __post_init__(self):
         object.__setattr__(self, "families", tuple(self.families))
         Recipe.from_dict(self.recipe)
-        _check_keys(f"{self.name}.generate", self.generate, {"pack_size", "engine", "max_retries", "compile"})
+        _check_keys(f"{self.name}.generate", self.generate, {"pack_size", "engine", "max_retries", "compile", "packed_impl"})
         _check_keys(f"{self.name}.metanets", self.metanets, _settings("metanets.stage", "MetanetConfig"))
         _check_keys(f"{self.name}.mli", self.mli, _settings("pipelines.mli", "MliConfig"))
 

@@ -171,8 +171,11 @@ def cli(*args):
 def test_bad_input_is_a_clear_error(tmp_path, cifar_root, capsys, monkeypatch):
     monkeypatch.setenv("SYMZOO_DATA", str(cifar_root))
     zoo = str(tmp_path / "zoo")
+    fused = tmp_path / "fused.yaml"
+    fused.write_text(Path(REPO, "configs", "smoke.yaml").read_text().replace("generate:", "generate:\n  packed_impl: fused"))
     cases = [
         (["--families", "resnet"], "family='resnet'"),
+        (["--preset", str(fused)], "packed_impl='fused'.*vmap, grouped, grouped_cl"),
         (["--members", "0"], "members=0"),
         (["--preset", "nope"], "preset='nope'.*smoke"),
         (["--address", "127.0.0.1:1"], "address='127.0.0.1:1'.*ray start --head"),

@@ -153,7 +153,7 @@ def test_packed_gradients_match_single_members(cifar, family):
 
 
 @pytest.mark.parametrize("family", ["standard", "w_asym", "sigma_asym"])
-def test_grouped_forward_and_gradient_equal_vmap(family):
+def test_grouped_forwards_and_gradients_equal_vmap(family):
     """The two packed forwards are one function: logits and d(loss)/d(params) agree."""
     net, n = build(family), 4
     gen = torch.Generator().manual_seed(1)
@@ -161,14 +161,18 @@ def test_grouped_forward_and_gradient_equal_vmap(family):
     flat0 = flat0 + 0.05 * torch.randn(flat0.shape, generator=gen)  # norm affines off 1/0, biases nonzero
     x = torch.randn(n, 6, 3, 32, 32, generator=gen)
     out = {}
-    for name, forward, fnet in (("vmap", packed_forward, net), ("grouped", grouped_forward, grouped_net(net, n))):
+    gnet = grouped_net(net, n)
+    forwards = {"vmap": lambda p: packed_forward(net, p, x), "grouped": lambda p: grouped_forward(gnet, p, x),
+                "grouped_cl": lambda p: grouped_forward(gnet, p, x, channels_last=True)}
+    for name, forward in forwards.items():
         flat = flat0.clone().requires_grad_(True)
-        logits = forward(fnet, stack_params(net, flat), x)
+        logits = forward(stack_params(net, flat))
         (grad,) = torch.autograd.grad(logits.square().sum(), flat)
         out[name] = logits.detach(), grad
-    assert out["grouped"][0].shape == (n, 6, 10)
-    torch.testing.assert_close(out["grouped"][0], out["vmap"][0], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out["grouped"][1], out["vmap"][1], rtol=1e-3, atol=1e-4)
+    for name in ("grouped", "grouped_cl"):
+        assert out[name][0].shape == (n, 6, 10)
+        torch.testing.assert_close(out[name][0], out["vmap"][0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[name][1], out["vmap"][1], rtol=1e-3, atol=1e-4)
 
 
 def test_grouped_net_refuses_a_leaf_it_cannot_pack():
@@ -185,7 +189,7 @@ def separate(cifar):
 
 
 @pytest.mark.parametrize("family, impl", [("standard", "vmap"), ("w_asym", "vmap"), ("standard", "grouped"),
-                                          ("w_asym", "grouped")])
+                                          ("w_asym", "grouped"), ("w_asym", "grouped_cl")])
 def test_packed_training_equals_separate_training(cifar, separate, family, impl):
     packed = train_pack(members(family), cifar, TINY, impl=impl)
     for solo, pk in zip(separate[family], packed):

@@ -30,7 +30,7 @@ from torch.func import functional_call
 
 from .layers import FiGLU, MaskedConv2d, MaskedLinear
 
-IMPLS = ("vmap", "grouped")  # the two packed forwards; tests/test_train.py checks they agree
+IMPLS = ("vmap", "grouped", "grouped_cl")  # packed forwards (grouped_cl: channels_last activations)
 ELEMENTWISE = (nn.ReLU, nn.Identity)  # leaves that act per entry, so any layout is theirs
 
 
@@ -84,7 +84,12 @@ class GroupedNorm(_Grouped):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, nc = x.shape[:2]
-        h = F.group_norm(x.reshape(b * self.n, nc // self.n, *x.shape[2:]), 1, eps=self.eps).view_as(x)
+        if x.is_contiguous():
+            h = F.group_norm(x.reshape(b * self.n, nc // self.n, *x.shape[2:]), 1, eps=self.eps).view_as(x)
+        else:  # channels_last: the [B, H, W, N, C] view is free, statistics in float32
+            v = x.permute(0, 2, 3, 1).reshape(b, -1, self.n, nc // self.n).float()
+            var, mean = torch.var_mean(v, dim=(1, 3), keepdim=True, correction=0)
+            h = ((v - mean) * torch.rsqrt(var + self.eps)).view(b, *x.shape[2:], nc).permute(0, 3, 1, 2)
         return torch.addcmul(self.bias.reshape(1, nc, 1, 1), h, self.weight.reshape(1, nc, 1, 1))
 
 
@@ -140,10 +145,14 @@ def grouped_net(net: nn.Module, n: int) -> nn.Module:
     return g
 
 
-def grouped_forward(gnet: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def grouped_forward(gnet: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, *,
+                    channels_last: bool = False) -> torch.Tensor:
     """params {name: [N, *shape]}, x [N, B, 3, 32, 32] -> logits [N, B, 10]; the same contract as
-    `zoo.functional.packed_forward`, on a `grouped_net(net, N)`."""
+    `zoo.functional.packed_forward`, on a `grouped_net(net, N)`. `channels_last` runs every
+    activation in that memory format (the layout tensor-core convolutions prefer on GPUs)."""
     n, b = x.shape[:2]
     h = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])  # [B, N*3, H, W]
+    if channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
     logits = functional_call(gnet, params, (h,), strict=False)  # [B, N*10]
     return logits.view(b, n, -1).transpose(0, 1)

@@ -3,9 +3,13 @@
 The family's network is built once; the N members' trainable tensors live in one [N, F] buffer
 (F = full tensor sizes; W-Asym's fixed positions hold zeros, get zero gradient and stay zero,
 while the forward reads the fixed values from the net's buffers), viewed per tensor as
-[N, *shape] and run with `zoo.functional.packed_forward` (torch.func vmap + functional_call).
-vmap turns each conv into one grouped conv over the members, which is the packing the design
-names, without a second model definition to keep in sync.
+[N, *shape] and run through one of two forwards that compute the same function (`impl`):
+"vmap", `zoo.functional.packed_forward` (torch.func vmap + functional_call: each conv becomes a
+grouped conv over the members, but the member dimension moves between layers), or "grouped" /
+"grouped_cl", `zoo.grouped` (the family's own containers with grouped leaves, activations kept
+as [B, N*C, H, W], NCHW or channels_last). Neither is a second model definition to keep in sync.
+On CPU the grouped forward is about 1.2x vmap's speed; which is faster on a GPU is for
+`benchmarks/train_throughput.py` to say (`benchmarks/gpu_session.sh`), so vmap stays the default.
 
 Every member keeps its own: init (`init_weights(net, cfg.seed)`), data order and augmentation
 (the same `zoo.augment.draw_epoch` draws as the resident path), lr schedule, weight decay, label
@@ -79,8 +83,9 @@ class Pack:
     `slots` >= len(cfgs) pads the pack with copies of the first member that are masked from the
     start (compiled code is specialised to N, so uniform pack sizes save recompilations); every
     per-slot tensor has N = slots rows, results cover the real members only.
-    `impl` picks the training forward (`zoo.grouped.IMPLS`): "vmap" (`zoo.functional`) or
-    "grouped" (`zoo.grouped`); they compute the same function. Evaluation always uses vmap.
+    `impl` picks the training forward (`zoo.grouped.IMPLS`): "vmap" (`zoo.functional`), or
+    "grouped" / "grouped_cl" (`zoo.grouped`, NCHW / channels_last activations); they compute the
+    same function. Evaluation always uses vmap.
     """
 
     def __init__(self, cfgs: list[MemberConfig], recipe: Recipe, res: Resident, *, asym_seed: int = 0,
@@ -95,7 +100,8 @@ class Pack:
         self.params_init = torch.stack([flatten(init_weights(init_net, c.seed)) for c in self.slot_cfgs])  # [N, P]
         self.net = shared_net(cfgs[0].family, asym_seed, self.device)
         self.impl = check_impl(impl)
-        self.train_net = shared_net(cfgs[0].family, asym_seed, self.device, slots) if impl == "grouped" else self.net
+        grouped = impl.startswith("grouped")
+        self.train_net = shared_net(cfgs[0].family, asym_seed, self.device, slots) if grouped else self.net
         full = stack_params(self.net, self.params_init.to(self.device))
         self.shapes = {name: t.shape[1:] for name, t in full.items()}
         self.buf = torch.cat([t.reshape(slots, -1) for t in full.values()], 1)  # [N, F]
@@ -125,8 +131,11 @@ class Pack:
         """buf [N, F], x [N, B, 3, 32, 32] uint8 augmented, y [N, B], smoothing [N] -> mean training loss [N]."""
         dtype = self.autocast or torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=self.autocast is not None):
-            forward = grouped_forward if self.impl == "grouped" else packed_forward
-            logits = forward(self.train_net, self.views(buf), normalize(x))
+            if self.impl == "vmap":
+                logits = packed_forward(self.train_net, self.views(buf), normalize(x))
+            else:
+                logits = grouped_forward(self.train_net, self.views(buf), normalize(x),
+                                         channels_last=self.impl == "grouped_cl")
         return smoothed_ce(logits, y, smoothing).mean(1)
 
     def loss_and_grad(self, x, y) -> tuple[torch.Tensor, torch.Tensor]:

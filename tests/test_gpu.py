@@ -1,0 +1,102 @@
+"""The packed engine on a CUDA GPU: the CPU tests of test_train.py, repeated where it runs fastest.
+
+Skipped without CUDA (CI has none). On a lent GPU, `bash benchmarks/gpu_session.sh` runs them
+first. fp32 comparisons run with TF32 off and deterministic cuDNN, so they test the code, not the
+tensor cores' rounding.
+"""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from zoo import build, init_weights, sample_member
+from zoo.functional import packed_forward, stack_params
+from zoo.grouped import IMPLS, grouped_forward, grouped_net
+from zoo.layout import flatten
+from zoo.packed import Pack, train_pack
+from zoo.recipe import Recipe
+from zoo.train import resident, resident_batches, train_member
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+FP32 = Recipe(batch_size=64, n_train=512, n_test=256, epochs=2, warmup_epochs=0.5, checkpoints=(0, 2),
+              precision="fp32")
+BF16 = dataclasses.replace(FP32, batch_size=256, n_train=4096, precision="auto")  # auto = bf16 on cuda
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
+        yield
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def spread(family, n=3):
+    """Members with lr / weight decay / smoothing spread wide, as in test_train.members."""
+    hp = [(0.3, 0.1, 0.2), (0.02, 1e-3, 0.0), (0.008, 1e-5, 0.1), (0.05, 1e-2, 0.05)]
+    return [dataclasses.replace(sample_member(0, i, family), lr=lr, weight_decay=wd, label_smoothing=s, member_id="")
+            for i, (lr, wd, s) in zip(range(n), hp)]
+
+
+def displacement_error(a, b) -> float:
+    da, db = a.params_final - a.params_init, b.params_final - b.params_init
+    return float(np.linalg.norm(db - da) / np.linalg.norm(da))
+
+
+@pytest.mark.parametrize("family", ["standard", "w_asym", "sigma_asym"])
+def test_forwards_agree_on_cuda_and_with_cpu(family):
+    net, n = build(family), 4
+    gen = torch.Generator().manual_seed(1)
+    flat = torch.stack([flatten(init_weights(build(family), s)) for s in range(n)])
+    flat = flat + 0.05 * torch.randn(flat.shape, generator=gen)
+    x = torch.randn(n, 8, 3, 32, 32, generator=gen)
+    reference = packed_forward(net, stack_params(net, flat), x)  # CPU
+    gnet = grouped_net(net, n).cuda()
+    params = stack_params(net.cuda(), flat.cuda())
+    xc = x.cuda()
+    outs = {"vmap": packed_forward(net, params, xc), "grouped": grouped_forward(gnet, params, xc),
+            "grouped_cl": grouped_forward(gnet, params, xc, channels_last=True)}
+    for name, out in outs.items():
+        torch.testing.assert_close(out.cpu(), reference, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_packed_training_equals_resident_on_cuda(cifar, impl):
+    cfgs = spread("w_asym")
+    solo = [train_member(c, cifar, FP32, device="cuda") for c in cfgs]
+    packed = train_pack(cfgs, cifar, FP32, device="cuda", impl=impl)
+    for s, p in zip(solo, packed):
+        assert s.status == p.status == "ok" and p.device.startswith("cuda:")
+        np.testing.assert_array_equal(s.params_init, p.params_init)
+        assert displacement_error(s, p) < 1e-2
+        assert p.metrics["test_acc"] == pytest.approx(s.metrics["test_acc"], abs=0.02)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bf16_packs_learn_and_mask_a_diverging_member(cifar, impl):
+    cfgs = spread("standard", 4)
+    cfgs[1] = dataclasses.replace(cfgs[1], lr=1e6, member_id="")
+    out = train_pack(cfgs, cifar, BF16, device="cuda", impl=impl)
+    assert out[1].status == "diverged" and np.isfinite(out[1].params_final).all()
+    for i in (0, 2, 3):
+        r = out[i]
+        assert r.status == "ok"
+        assert r.metrics["train_loss_plain"] < r.checkpoints[0][1]["train_loss_plain"] - 0.1, r.metrics
+
+
+@pytest.mark.parametrize("impl", ["vmap", "grouped"])
+def test_compiled_pack_matches_eager_on_cuda(cifar, impl):
+    res = resident(cifar, BF16, "cuda")
+    cfgs = spread("sigma_asym", 4)
+    batches = [next(resident_batches(res, BF16, c.seed, 0)) for c in cfgs]
+    x, y = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+    eager = Pack(cfgs, BF16, res, impl=impl).loss_and_grad(x, y)
+    pack = Pack(cfgs, BF16, res, impl=impl, compile=True)
+    compiled = pack.loss_and_grad(x, y)
+    assert pack.compiled is not None, "torch.compile fell back to eager"
+    torch.testing.assert_close(compiled[0], eager[0], rtol=2e-2, atol=2e-2)
+    rel = (compiled[1] - eager[1]).norm(dim=1) / eager[1].norm(dim=1)
+    assert (rel < 5e-2).all(), rel
