@@ -77,8 +77,7 @@ def test_packed_training_equals_resident_on_cuda(cifar, impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bf16_packs_learn_and_mask_a_diverging_member(cifar, impl):
-    cfgs = spread("standard", 4)
-    cfgs[1] = dataclasses.replace(cfgs[1], lr=1e6, member_id="")
+    cfgs = [dataclasses.replace(c, lr=lr, member_id="") for c, lr in zip(spread("standard", 4), (3e-3, 1e6, 1e-2, 5e-3))]
     out = train_pack(cfgs, cifar, BF16, device="cuda", impl=impl)
     assert out[1].status == "diverged" and np.isfinite(out[1].params_final).all()
     for i in (0, 2, 3):

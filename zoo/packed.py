@@ -8,8 +8,9 @@ while the forward reads the fixed values from the net's buffers), viewed per ten
 grouped conv over the members, but the member dimension moves between layers), or "grouped" /
 "grouped_cl", `zoo.grouped` (the family's own containers with grouped leaves, activations kept
 as [B, N*C, H, W], NCHW or channels_last). Neither is a second model definition to keep in sync.
-On CPU the grouped forward is about 1.2x vmap's speed; which is faster on a GPU is for
-`benchmarks/train_throughput.py` to say (`benchmarks/gpu_session.sh`), so vmap stays the default.
+On a 2-core CPU the grouped forward trained 1.04-1.2x as fast as vmap (channels_last was
+slower); which is faster on a GPU is for `benchmarks/train_throughput.py` to say
+(`benchmarks/gpu_session.sh`), so vmap stays the default until then.
 
 Every member keeps its own: init (`init_weights(net, cfg.seed)`), data order and augmentation
 (the same `zoo.augment.draw_epoch` draws as the resident path), lr schedule, weight decay, label
