@@ -410,6 +410,32 @@ def test_manifest_mismatch_is_a_clear_error_and_changes_nothing(tmp_path):
     assert make_zoo(tmp_path / "fresh", zoo_seed=1, new_zoo=True).manifest["zoo_seed"] == 1  # no members yet
 
 
+def test_writers_adding_families_at_once_lose_none(tmp_path, monkeypatch):
+    """Each writer reads the manifest, then (slowly) writes it back with its family added: without
+    the manifest lock the last write would drop the other families."""
+    import threading
+
+    from zoo.store import writer
+
+    slow_load = writer.load_manifest
+
+    def load_then_wait(fs, root):
+        manifest = slow_load(fs, root)
+        time.sleep(0.3)
+        return manifest
+
+    monkeypatch.setattr(writer, "load_manifest", load_then_wait)
+    path = tmp_path / "zoo"
+    threads = [threading.Thread(target=make_zoo, args=(path, (f,))) for f in zoo.FAMILIES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(store.open_zoo(path).manifest["families"]) == sorted(zoo.FAMILIES)
+    report = store.verify(path)
+    assert report.clean and not report.stale_temps and (path / store_fs.LOCK).exists()
+
+
 def test_manifest_records_provenance_and_refuses_other_schema_versions(tmp_path):
     m = make_zoo(tmp_path / "zoo").manifest
     assert m["schema_version"] == store.SCHEMA_VERSION and m["families"]["standard"]["n_params"] == 78042

@@ -8,15 +8,18 @@ is a server-side copy whose result appears whole; there is nothing to fsync.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import posixpath
 import socket
 import time
+from contextlib import contextmanager
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 TEMP_SUFFIX = ".tmp"
+LOCK = ".manifest.lock"  # hidden: readers and verify leave it alone
 
 
 def resolve(path) -> tuple[pafs.FileSystem, str]:
@@ -63,6 +66,21 @@ def visible_parquet(fs: pafs.FileSystem, folder: str) -> list[str]:
     """The .parquet files under `folder` that readers see, in path order."""
     return [i.path for i in list_files(fs, folder)
             if i.path.endswith(".parquet") and not is_hidden(posixpath.relpath(i.path, folder))]
+
+
+@contextmanager
+def manifest_lock(fs: pafs.FileSystem, root: str):
+    """Serialise a manifest's read-check-write between processes and threads: an exclusive flock
+    on `<root>/.manifest.lock` on a local filesystem (NFS too, where it supports locks). Object
+    stores have no lock: two writers adding different families to one zoo there at the same
+    instant can still lose one addition, which rerunning that writer's command restores."""
+    if not is_local(fs):
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, LOCK), "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when f closes
+        yield
 
 
 def _fsync(path: str) -> None:

@@ -53,18 +53,19 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
     fs, root = (filesystem, os.fspath(path)) if filesystem is not None else store_fs.resolve(path)
     new = build_manifest(zoo_seed=zoo_seed, families=families, recipe=recipe, recipe_overrides=recipe_overrides,
                          data=data, layouts=layouts)
-    old = load_manifest(fs, root)
-    committed = _populated(fs, root) if new_zoo else 0
-    if committed:
-        raise ValueError(f"new_zoo: {root} already holds {committed} committed files; refusing to start a new "
-                         "zoo over them (nothing was changed): choose a different path")
-    if old is None or new_zoo:
-        write_manifest(fs, root, new)
-    elif differences(old, new):
-        raise ManifestMismatch(root, differences(old, new))
-    elif set(new["families"]) - set(old["families"]):
-        added = {f: e for f, e in new["families"].items() if f not in old["families"]}
-        write_manifest(fs, root, dict(old, families={**old["families"], **added}))
+    with store_fs.manifest_lock(fs, root):  # concurrent writers adding families: none is lost
+        old = load_manifest(fs, root)
+        committed = _populated(fs, root) if new_zoo else 0
+        if committed:
+            raise ValueError(f"new_zoo: {root} already holds {committed} committed files; refusing to start a "
+                             "new zoo over them (nothing was changed): choose a different path")
+        if old is None or new_zoo:
+            write_manifest(fs, root, new)
+        elif differences(old, new):
+            raise ManifestMismatch(root, differences(old, new))
+        elif set(new["families"]) - set(old["families"]):
+            added = {f: e for f, e in new["families"].items() if f not in old["families"]}
+            write_manifest(fs, root, dict(old, families={**old["families"], **added}))
     return open_zoo(path, filesystem=filesystem)
 
 
