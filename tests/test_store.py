@@ -250,7 +250,8 @@ def test_disk_full_during_commit_leaves_nothing_visible(tmp_path, monkeypatch, f
         assert err.value.errno == errno.ENOSPC
     monkeypatch.undo()
     everything = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "zoo").rglob("*") if p.is_file())
-    assert everything == ["zoo/manifest.json", f"zoo/members/family=standard/{Path(path).name}"]  # no temp left
+    assert everything == ["zoo/.manifest.lock", "zoo/manifest.json",
+                          f"zoo/members/family=standard/{Path(path).name}"]  # no temp left
     assert Path(path).read_bytes() == before  # the failed retry did not touch the committed file
     assert z.members()["index"].tolist() == [0, 1] and len(z.checkpoints("standard")) == 0
 
@@ -434,6 +435,20 @@ def test_writers_adding_families_at_once_lose_none(tmp_path, monkeypatch):
     assert sorted(store.open_zoo(path).manifest["families"]) == sorted(zoo.FAMILIES)
     report = store.verify(path)
     assert report.clean and not report.stale_temps and (path / store_fs.LOCK).exists()
+
+
+def test_resumes_with_other_code_versions_are_recorded(tmp_path, monkeypatch):
+    from zoo.store import manifest
+
+    path = tmp_path / "zoo"
+    created = make_zoo(path).manifest
+    assert "resumed_with" not in make_zoo(path).manifest  # same versions: nothing to record
+    monkeypatch.setattr(manifest, "code_version", lambda: {"symzoo": "9.9", "git_commit": "abc"})
+    for _ in range(2):  # recorded once, not at every resume
+        m = make_zoo(path, families=("standard", "w_asym")).manifest
+        assert [r["code_version"] for r in m["resumed_with"]] == [{"symzoo": "9.9", "git_commit": "abc"}]
+    assert m["code_version"] == created["code_version"] and m["created_utc"] == created["created_utc"]
+    assert sorted(m["families"]) == ["standard", "w_asym"]
 
 
 def test_manifest_records_provenance_and_refuses_other_schema_versions(tmp_path):

@@ -2,7 +2,9 @@
 
 `init_zoo` is the only writer. A zoo is created once and then resumed: resuming with a different
 zoo seed, recipe, data copy, schema version or asym seed is refused, because the members already
-committed would no longer be comparable to the new ones.
+committed would no longer be comparable to the new ones. Resuming with other code or package
+versions is allowed, and recorded: `code_version` / `packages` are the creator's, and every
+resume whose versions differ from the latest recorded ones appends them to `resumed_with`.
 """
 from __future__ import annotations
 
@@ -114,6 +116,17 @@ def build_manifest(*, zoo_seed, families, recipe, recipe_overrides, data, layout
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "claim": CLAIM,
     }
+
+
+def provenance_update(old: dict, new: dict) -> dict | None:
+    """`old` with the versions of `new` appended to `resumed_with`, when they differ from the latest
+    recorded ones (the creator's or the last resume's); None when nothing changed."""
+    history = old.get("resumed_with", [])
+    latest = history[-1] if history else old
+    versions = {k: new[k] for k in ("code_version", "packages")}
+    if all(latest.get(k) == v for k, v in versions.items()):
+        return None
+    return dict(old, resumed_with=[*history, {**versions, "utc": new["created_utc"]}])
 
 
 def differences(old: dict, new: dict) -> list[str]:

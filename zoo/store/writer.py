@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from ..records import METRICS, MemberResult
 from . import fs as store_fs
-from .manifest import ManifestMismatch, build_manifest, differences, load_manifest, write_manifest
+from .manifest import (ManifestMismatch, build_manifest, differences, load_manifest, provenance_update,
+                       write_manifest)
 from .reader import Zoo, open_zoo
 from .schema import ROW_GROUP_ROWS, check_table
 
@@ -63,9 +64,11 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
             write_manifest(fs, root, new)
         elif differences(old, new):
             raise ManifestMismatch(root, differences(old, new))
-        elif set(new["families"]) - set(old["families"]):
+        else:
             added = {f: e for f, e in new["families"].items() if f not in old["families"]}
-            write_manifest(fs, root, dict(old, families={**old["families"], **added}))
+            updated = provenance_update(old, new) or old
+            if added or updated is not old:
+                write_manifest(fs, root, dict(updated, families={**old["families"], **added}))
     return open_zoo(path, filesystem=filesystem)
 
 
