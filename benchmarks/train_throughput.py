@@ -166,7 +166,7 @@ def accuracy(args, data: Cifar10, device: torch.device) -> None:
         chance = sum(r.metrics["train_acc"] < 0.2 for r in out if r.status == "ok")
         print(f"{family:<10} test acc mean {statistics.mean(ok):.1%} median {statistics.median(ok):.1%} "
               f"(n={n_ok} ok, {len(out) - n_ok} diverged, {chance} at chance) | paper mean {paper:.1%} | "
-              f"{wall:.0f} s", flush=True)
+              f"{wall:.0f} s, {3600 * len(out) / wall:,.0f} members/hour with evaluation", flush=True)
 
 
 def parse(argv=None) -> argparse.Namespace:
