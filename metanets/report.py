@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zoo.data import data_label
 from zoo.models import LABELS as FAMILY_NAMES
 from zoo.models import TEX_LABELS
 
@@ -129,9 +130,9 @@ def write_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def scatter(runs: list[dict], path: Path) -> Path:
+def scatter(runs: list[dict], path: Path, data: dict | None = None) -> Path:
     """Predicted vs true test accuracy on the test split, one panel per (metanet, family), for
-    the first final run (index 0) of each."""
+    the first final run (index 0) of each; `data` (the zoo's data identity) is named on top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,7 +149,8 @@ def scatter(runs: list[dict], path: Path) -> Path:
         if rec is not None:
             _panel(ax, rec)
         ax.set_title(f"{DISPLAY.get(m, m)} / {FAMILY_NAMES.get(f, f)}", fontsize=9)
-    fig.suptitle("Test split, first final run of each metanetwork and family", fontsize=10)
+    label = data_label(data, width=int(14 * 3.2 * len(families)))  # ~14 characters of 9 pt text per inch
+    fig.suptitle(f"Test split, first final run of each metanetwork and family\n{label}", fontsize=9)
     fig.supxlabel("true test accuracy")
     fig.supylabel("predicted test accuracy")
     fig.savefig(path, dpi=110)

@@ -251,6 +251,6 @@ def write_outputs(out: Path, records: list[dict], manifest: dict) -> Path:
     write_json(out / "runs.json", records)
     runs = json.loads((out / "runs.json").read_text())
     write_tables(table3(runs), out)
-    scatter(runs, out / "scatter.png")
+    scatter(runs, out / "scatter.png", manifest.get("zoo", {}).get("data"))
     write_json(out / "manifest.json", manifest)
     return out

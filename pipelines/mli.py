@@ -60,6 +60,7 @@ import zoo
 from zoo.config import check as _check
 from zoo.config import from_dict, is_int as _is_int
 from zoo.augment import augment, draw_epoch
+from zoo.data import data_label
 from zoo.evaluate import evaluate_flat, normalize
 from zoo.models import LABELS, TEX_LABELS, check_family
 from zoo.recipe import Recipe
@@ -397,8 +398,9 @@ def write_tables(table: pd.DataFrame, out: Path, about: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Figure 5
 
-def plot_figure5(curves: pd.DataFrame, path: Path, *, top: int = 20) -> Path:
-    """One panel per family: L(alpha) of its `top` members with the lowest recorded train loss."""
+def plot_figure5(curves: pd.DataFrame, path: Path, *, top: int = 20, data: dict | None = None) -> Path:
+    """One panel per family: L(alpha) of its `top` members with the lowest recorded train loss;
+    `data` (the zoo's data identity) is named under the title."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
@@ -406,7 +408,7 @@ def plot_figure5(curves: pd.DataFrame, path: Path, *, top: int = 20) -> Path:
     fams = _ordered(ok.family)
     fig = Figure(figsize=(4.8 * max(len(fams), 1), 4.0), layout="constrained")
     fig.suptitle(f"Train loss from initialisation (α = 0) to trained weights (α = 1)\nper family, the {top} members "
-                 "with the lowest final train loss; darker = lower", fontsize=10)
+                 f"with the lowest final train loss; darker = lower\n{data_label(data)}", fontsize=10)
     for ax, fam in zip(fig.subplots(1, max(len(fams), 1), squeeze=False)[0], fams):
         g = ok[ok.family == fam].nsmallest(top, "train_loss_recorded")
         for color, (alphas, losses) in zip(colormaps["viridis"](np.linspace(0, 0.9, len(g))), zip(g.alphas, g.losses)):
@@ -635,5 +637,5 @@ def run(cfg: MliConfig) -> Path:
     curves = read_curves(out)
     curves = curves[curves.member_id.isin(selected)].reset_index(drop=True)
     write_tables(table4(curves), out, describe(about, cfg.alphas))
-    plot_figure5(curves, out / "figure5.png", top=cfg.top)
+    plot_figure5(curves, out / "figure5.png", top=cfg.top, data=z.manifest.get("data"))
     return out

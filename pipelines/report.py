@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from metanets.report import paper_table3, table3, to_markdown  # noqa: E402
+from zoo.data import data_label  # noqa: E402
 from zoo.store import open_zoo  # noqa: E402
 
 from . import mli  # noqa: E402
@@ -41,14 +42,16 @@ def hparam_table(members: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def accuracy_histogram(members: pd.DataFrame, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+def accuracy_histogram(members: pd.DataFrame, path: Path, data: dict | None) -> Path:
+    """Test accuracy per family; `data` is the zoo manifest's data identity (named in the title)."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
     bins = np.linspace(0, 1, 41)
     for fam, g in members[members.status == "ok"].groupby("family", sort=False):
         ax.hist(g.test_acc, bins=bins, alpha=0.55, label=f"{fam} (n={len(g)})")
     top = members.loc[members.status == "ok", "test_acc"].max()
     ax.set_xlim(0, min(1.0, (top if np.isfinite(top) else 1.0) + 0.1))
-    ax.set(xlabel="test accuracy", ylabel="members", title="Test accuracy of the zoo's members")
+    ax.set(xlabel="test accuracy", ylabel="members")
+    ax.set_title(f"Test accuracy of the zoo's members\n{data_label(data, width=100)}", fontsize=8)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -94,7 +97,7 @@ def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str)
     out = Path(out)
     store = open_zoo(zoo_path)
     man, members = store.manifest, store.members()
-    accuracy_histogram(members, out / "zoo_accuracy.png")
+    accuracy_histogram(members, out / "zoo_accuracy.png", man.get("data"))
     text = [
         f"# symzoo report: preset `{preset}`", "",
         f"Zoo `{zoo_path}`, zoo seed {man['zoo_seed']}, asym seeds "

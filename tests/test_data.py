@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from zoo.data import DataError, load_cifar10
+from zoo.data import DataError, data_label, load_cifar10
 
 
 def write_layout(root, n=10000, *, broken=None):
@@ -80,3 +80,10 @@ def test_the_offline_copy_is_recognised(cifar):
     assert cifar.identity["official"] is False
     assert "JPEG-q75" in cifar.identity["name"]
     assert np.bincount(cifar.test_y).tolist() == [1000] * 10
+
+
+def test_figures_name_the_data_copy(cifar):
+    label = data_label(cifar.subset(2000, 1000).identity)
+    assert "JPEG-q75" in label and cifar.identity["sha256"] in label and "2000 train / 1000 test" in label
+    assert all(len(line) <= 50 for line in data_label(cifar.identity, width=50).splitlines())
+    assert data_label(None) == "data: unrecorded CIFAR-10 copy"

@@ -16,6 +16,7 @@ import pickle
 import shutil
 import tarfile
 import tempfile
+import textwrap
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,18 @@ def _identity(folder: Path, arrays) -> dict:
     official = all(_md5(folder / f) == m for f, m in FILE_MD5.items())
     name = "official CIFAR-10" if official else KNOWN_COPIES.get(sha, "unofficial CIFAR-10 copy (md5 mismatch)")
     return {"sha256": sha, "official": official, "name": name, "path": str(folder)}
+
+
+def data_label(identity: dict | None, width: int | None = None) -> str:
+    """The line a figure carries about its data: which CIFAR-10 copy (`Cifar10.identity`, as a zoo
+    manifest records it), so a plot of the JPEG copy is never mistaken for the official pixels.
+    `width` wraps it into lines of at most that many characters."""
+    if not identity:
+        return "data: unrecorded CIFAR-10 copy"
+    subset = identity.get("subset")
+    extra = f"; subset of {subset['n_train']} train / {subset['n_test']} test images" if subset else ""
+    text = f"data: {identity.get('name', 'CIFAR-10')} (sha256 {identity.get('sha256', '?')}){extra}"
+    return textwrap.fill(text, width) if width else text
 
 
 def load_cifar10(root: str | os.PathLike | None = None, *, download: bool = False) -> Cifar10:
