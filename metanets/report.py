@@ -123,9 +123,12 @@ def to_csv(frame: pd.DataFrame) -> str:
     return flat.to_csv()
 
 
-def write_tables(frame: pd.DataFrame, out: Path) -> list[Path]:
+def write_tables(frame: pd.DataFrame, out: Path, data: dict | None = None) -> list[Path]:
+    """table3.md (titled, naming the data copy), table3.csv and table3.tex."""
     paths = [out / "table3.md", out / "table3.csv", out / "table3.tex"]
-    for path, text in zip(paths, (to_markdown(frame), to_csv(frame), to_latex(frame))):
+    md = (f"# Table 3: predicting test accuracy from weights\n\nTest split, mean ± std over runs; "
+          f"{data_label(data)}.\n\n{to_markdown(frame)}")
+    for path, text in zip(paths, (md, to_csv(frame), to_latex(frame))):
         path.write_text(text)
     return paths
 

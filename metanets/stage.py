@@ -250,7 +250,8 @@ def write_outputs(out: Path, records: list[dict], manifest: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "runs.json", records)
     runs = json.loads((out / "runs.json").read_text())
-    write_tables(table3(runs), out)
-    scatter(runs, out / "scatter.png", manifest.get("zoo", {}).get("data"))
+    data = manifest.get("zoo", {}).get("data")
+    write_tables(table3(runs), out, data)
+    scatter(runs, out / "scatter.png", data)
     write_json(out / "manifest.json", manifest)
     return out

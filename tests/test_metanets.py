@@ -330,6 +330,7 @@ def test_cli_end_to_end_then_resume(tmp_path):
         assert table.loc[name, "w_asym_r2_mean"] == pytest.approx(np.mean(r2))
         assert table.loc[name, "w_asym_r2_std"] == pytest.approx(np.std(r2, ddof=1))
     assert "W-Asym ResNet-8 R^2" in (out / "table3.md").read_text() and "\\toprule" in (out / "table3.tex").read_text()
+    assert "data: " in (out / "table3.md").read_text()
     import matplotlib.image
 
     height, width = matplotlib.image.imread(out / "scatter.png").shape[:2]
