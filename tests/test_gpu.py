@@ -17,6 +17,7 @@ from zoo.layout import flatten
 from zoo.packed import Pack, train_pack
 from zoo.recipe import Recipe
 from zoo.train import resident, resident_batches, train_member
+from test_train import displacement_error, members
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -32,18 +33,6 @@ def exact_fp32():
     with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False):
         yield
     torch.backends.cuda.matmul.allow_tf32 = matmul
-
-
-def spread(family, n=3):
-    """Members with lr / weight decay / smoothing spread wide, as in test_train.members."""
-    hp = [(0.3, 0.1, 0.2), (0.02, 1e-3, 0.0), (0.008, 1e-5, 0.1), (0.05, 1e-2, 0.05)]
-    return [dataclasses.replace(sample_member(0, i, family), lr=lr, weight_decay=wd, label_smoothing=s, member_id="")
-            for i, (lr, wd, s) in zip(range(n), hp)]
-
-
-def displacement_error(a, b) -> float:
-    da, db = a.params_final - a.params_init, b.params_final - b.params_init
-    return float(np.linalg.norm(db - da) / np.linalg.norm(da))
 
 
 @pytest.mark.parametrize("family", ["standard", "w_asym", "sigma_asym"])
@@ -65,7 +54,7 @@ def test_forwards_agree_on_cuda_and_with_cpu(family):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_packed_training_equals_resident_on_cuda(cifar, impl):
-    cfgs = spread("w_asym")
+    cfgs = members("w_asym")
     solo = [train_member(c, cifar, FP32, device="cuda") for c in cfgs]
     packed = train_pack(cfgs, cifar, FP32, device="cuda", impl=impl)
     for s, p in zip(solo, packed):
@@ -77,7 +66,7 @@ def test_packed_training_equals_resident_on_cuda(cifar, impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bf16_packs_learn_and_mask_a_diverging_member(cifar, impl):
-    cfgs = [dataclasses.replace(c, lr=lr, member_id="") for c, lr in zip(spread("standard", 4), (3e-3, 1e6, 1e-2, 5e-3))]
+    cfgs = [dataclasses.replace(sample_member(0, i), lr=lr, member_id="") for i, lr in enumerate((3e-3, 1e6, 1e-2, 5e-3))]
     out = train_pack(cfgs, cifar, BF16, device="cuda", impl=impl)
     assert out[1].status == "diverged" and np.isfinite(out[1].params_final).all()
     for i in (0, 2, 3):
@@ -89,7 +78,7 @@ def test_bf16_packs_learn_and_mask_a_diverging_member(cifar, impl):
 @pytest.mark.parametrize("impl", ["vmap", "grouped"])
 def test_compiled_pack_matches_eager_on_cuda(cifar, impl):
     res = resident(cifar, BF16, "cuda")
-    cfgs = spread("sigma_asym", 4)
+    cfgs = members("sigma_asym")
     batches = [next(resident_batches(res, BF16, c.seed, 0)) for c in cfgs]
     x, y = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
     eager = Pack(cfgs, BF16, res, impl=impl).loss_and_grad(x, y)
