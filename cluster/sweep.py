@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import ray
 
 from zoo.data import load_cifar10
-from zoo.grouped import IMPLS
+from zoo.grouped import check_impl
 from zoo.models import FAMILIES, build
 from zoo.layout import layout
 from zoo.recipe import Recipe
+from zoo.train import ENGINES
 from zoo.store import init_zoo, open_zoo
 
 from .plan import make_packs, plan_members
@@ -53,10 +54,9 @@ class SweepConfig:
         plan_members(self.zoo_seed, self.families, self.members)  # validates families, members
         if self.pack_size < 1:
             raise ValueError(f"pack_size={self.pack_size!r}: must be >= 1")
-        if self.engine not in ("auto", "resident", "packed", "ffcv"):
-            raise ValueError(f"engine={self.engine!r}: must be auto, resident, packed or ffcv")
-        if self.packed_impl not in IMPLS:
-            raise ValueError(f"packed_impl={self.packed_impl!r}: must be one of {', '.join(IMPLS)}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r}: must be one of {', '.join(ENGINES)}")
+        check_impl(self.packed_impl, "packed_impl")
         Recipe.from_dict(self.recipe)
 
 

@@ -102,8 +102,7 @@ def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str)
         f"# symzoo report: preset `{preset}`", "",
         f"Zoo `{zoo_path}`, zoo seed {man['zoo_seed']}, asym seeds "
         + ", ".join(f"{f} {v['asym_seed']}" for f, v in man["families"].items()) + ".",
-        f"Data: {man['data'].get('name')} (sha256 {man['data'].get('sha256')}"
-        + (f", subset {man['data']['subset']}" if man["data"].get("subset") else "") + ").",
+        f"{data_label(man.get('data'), prefix='Data: ')}.",
         f"Recipe overrides of the paper's recipe: `{json.dumps(man.get('recipe_overrides', {}))}`"
         + (" (none)" if not man.get("recipe_overrides") else "") + ".",
         f"Hardware: {hardware}. Code: {json.dumps(man.get('code_version'))}.", "",

@@ -84,6 +84,6 @@ def test_the_offline_copy_is_recognised(cifar):
 
 def test_figures_name_the_data_copy(cifar):
     label = data_label(cifar.subset(2000, 1000).identity)
-    assert "JPEG-q75" in label and cifar.identity["sha256"] in label and "2000 train / 1000 test" in label
+    assert "JPEG-q75" in label and cifar.identity["sha256"] in label and "2000 train / 1000 test images (seed 0)" in label
     assert all(len(line) <= 50 for line in data_label(cifar.identity, width=50).splitlines())
     assert data_label(None) == "data: unrecorded CIFAR-10 copy"

@@ -123,15 +123,16 @@ def _identity(folder: Path, arrays) -> dict:
     return {"sha256": sha, "official": official, "name": name, "path": str(folder)}
 
 
-def data_label(identity: dict | None, width: int | None = None) -> str:
-    """The line a figure carries about its data: which CIFAR-10 copy (`Cifar10.identity`, as a zoo
-    manifest records it), so a plot of the JPEG copy is never mistaken for the official pixels.
-    `width` wraps it into lines of at most that many characters."""
+def data_label(identity: dict | None, width: int | None = None, prefix: str = "data: ") -> str:
+    """The line a figure or report carries about its data: which CIFAR-10 copy (`Cifar10.identity`,
+    as a zoo manifest records it), so a result on the JPEG copy is never mistaken for one on the
+    official pixels. `width` wraps it into lines of at most that many characters."""
     if not identity:
-        return "data: unrecorded CIFAR-10 copy"
+        return f"{prefix}unrecorded CIFAR-10 copy"
     subset = identity.get("subset")
-    extra = f"; subset of {subset['n_train']} train / {subset['n_test']} test images" if subset else ""
-    text = f"data: {identity.get('name', 'CIFAR-10')} (sha256 {identity.get('sha256', '?')}){extra}"
+    extra = (f"; subset of {subset['n_train']} train / {subset['n_test']} test images (seed {subset['seed']})"
+             if subset else "")
+    text = f"{prefix}{identity.get('name', 'CIFAR-10')} (sha256 {identity.get('sha256', '?')}){extra}"
     return textwrap.fill(text, width) if width else text
 
 

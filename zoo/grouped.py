@@ -35,9 +35,9 @@ IMPLS = ("vmap", "grouped", "grouped_cl")  # packed forwards (grouped_cl: channe
 ELEMENTWISE = (nn.ReLU, nn.Identity)  # leaves that act per entry, so any layout is theirs
 
 
-def check_impl(impl: str) -> str:
+def check_impl(impl: str, field: str = "impl") -> str:
     if impl not in IMPLS:
-        raise ValueError(f"impl={impl!r}: unknown packed forward; allowed: {', '.join(IMPLS)}")
+        raise ValueError(f"{field}={impl!r}: unknown packed forward; allowed: {', '.join(IMPLS)}")
     return impl
 
 

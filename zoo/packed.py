@@ -63,7 +63,7 @@ def adamw_(p, g, m, v, *, lr: torch.Tensor, wd: torch.Tensor, step: int) -> None
     p.sub_(lr / (1 - b1**step) * (m / denom))
 
 
-_NETS: dict = {}  # (family, asym_seed, device[, slots]) -> the network packs run through
+_NETS: dict = {}  # (family, asym_seed, device, grouped slots or None) -> the network packs run through
 
 
 def shared_net(family: str, asym_seed: int, device: torch.device, grouped_slots: int | None = None) -> torch.nn.Module:
@@ -71,10 +71,10 @@ def shared_net(family: str, asym_seed: int, device: torch.device, grouped_slots:
     forward, `zoo.grouped.grouped_net`). Its trainable tensors are never used (the members' come
     in through functional_call); sharing it lets every pack reuse the compiled code, whose guards
     check the module's identity."""
-    key = (family, asym_seed, str(device)) + ((grouped_slots,) if grouped_slots else ())
+    key = (family, asym_seed, str(device), grouped_slots)
     if key not in _NETS:
-        net = shared_net(family, asym_seed, device) if grouped_slots else build(family, asym_seed).to(device)
-        _NETS[key] = grouped_net(net, grouped_slots) if grouped_slots else net
+        _NETS[key] = (grouped_net(shared_net(family, asym_seed, device), grouped_slots) if grouped_slots
+                      else build(family, asym_seed).to(device))
     return _NETS[key]
 
 
@@ -101,8 +101,7 @@ class Pack:
         self.params_init = torch.stack([flatten(init_weights(init_net, c.seed)) for c in self.slot_cfgs])  # [N, P]
         self.net = shared_net(cfgs[0].family, asym_seed, self.device)
         self.impl = check_impl(impl)
-        grouped = impl.startswith("grouped")
-        self.train_net = shared_net(cfgs[0].family, asym_seed, self.device, slots) if grouped else self.net
+        self.train_net = self.net if impl == "vmap" else shared_net(cfgs[0].family, asym_seed, self.device, slots)
         full = stack_params(self.net, self.params_init.to(self.device))
         self.shapes = {name: t.shape[1:] for name, t in full.items()}
         self.buf = torch.cat([t.reshape(slots, -1) for t in full.values()], 1)  # [N, F]
