@@ -43,13 +43,14 @@ def check_impl(impl: str, field: str = "impl") -> str:
 
 class _Grouped(nn.Module):
     """A leaf for N members: `weight` (and `bias`) are [N, *shape] placeholders that
-    functional_call replaces; masked leaves keep the family's `weight_mask` / `weight_fixed`."""
+    functional_call replaces (expanded views of the family's tensors, so they cost no memory);
+    masked leaves keep the family's `weight_mask` / `weight_fixed`."""
 
     def __init__(self, leaf: nn.Module, n: int):
         super().__init__()
         self.n = n
         for name, p in leaf.named_parameters(recurse=False):
-            self.register_parameter(name, nn.Parameter(p.detach().expand(n, *p.shape).clone()))
+            self.register_parameter(name, nn.Parameter(p.detach().expand(n, *p.shape)))
         for name, b in leaf.named_buffers(recurse=False):
             self.register_buffer(name, b)
 
