@@ -62,6 +62,7 @@ class SweepConfig:
 
 def run(cfg: SweepConfig) -> str:
     """Train every planned member not yet in the store; returns the zoo path."""
+    address = cluster_address(cfg.address)  # a head that does not answer is an error before any write
     recipe = Recipe.from_dict(cfg.recipe)
     data = recipe.apply_subset(load_cifar10(cfg.data, download=cfg.download))
     init_zoo(cfg.zoo, zoo_seed=cfg.zoo_seed, families={f: cfg.asym_seed for f in cfg.families},
@@ -73,15 +74,21 @@ def run(cfg: SweepConfig) -> str:
     todo = [c for c in planned if c.member_id not in done]
     log(f"zoo {cfg.zoo}: {len(planned)} planned, {len(planned) - len(todo)} already committed, {len(todo)} to train")
     if todo:
-        _run_packs(cfg, recipe, data, todo, total=len(planned), already=len(planned) - len(todo))
+        _run_packs(cfg, address, recipe, data, todo, total=len(planned), already=len(planned) - len(todo))
     return cfg.zoo
+
+
+def cluster_address(address: str | None) -> str | None:
+    """`address`, else $RAY_ADDRESS, else None (embedded); a host:port must answer."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto" and not address.startswith("ray://"):
+        _check_reachable(address)
+    return address
 
 
 def connect(address: str | None) -> None:
     """Embedded Ray by default; an explicit address must answer before we hand it to Ray."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address != "auto" and not address.startswith("ray://"):
-        _check_reachable(address)
+    address = cluster_address(address)
     if ray.is_initialized():
         return
     if address:
@@ -99,8 +106,8 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                          "`ray start --head`, or leave --address out to run Ray embedded") from e
 
 
-def _run_packs(cfg, recipe, data, todo, *, total: int, already: int) -> None:
-    connect(cfg.address)
+def _run_packs(cfg, address, recipe, data, todo, *, total: int, already: int) -> None:
+    connect(address)
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0) > 0
     packs = make_packs(todo, pack_size=cfg.pack_size if gpus else 1, epochs_of=recipe.member_epochs)

@@ -183,6 +183,7 @@ def test_bad_input_is_a_clear_error(tmp_path, cifar_root, capsys, monkeypatch):
     for extra, message in cases:
         assert cli("generate", "--preset", "smoke", "--zoo", zoo, *extra) == 2
         assert __import__("re").search(message, capsys.readouterr().err), extra
+        assert not Path(zoo).exists(), f"{extra}: bad input wrote to the zoo"
     monkeypatch.setenv("SYMZOO_DATA", str(tmp_path / "empty"))
     assert cli("generate", "--preset", "smoke", "--zoo", zoo) == 2
     assert "materialize.py" in capsys.readouterr().err
