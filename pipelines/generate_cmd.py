@@ -7,16 +7,17 @@ from .data_cmd import add_data_option
 from .presets import load_preset
 
 
-def add_zoo_options(p) -> None:
+def add_zoo_options(p, zoo_default: str = "runs/PRESET/zoo") -> None:
     """Options shared by `generate` and `run`: which preset, zoo, data and Ray cluster."""
     p.add_argument("--preset", default="demo", help="configs/NAME.yaml or a path to a preset file (default: demo)")
-    p.add_argument("--zoo", default=None, help="zoo directory or URI (default: runs/PRESET/zoo)")
+    p.add_argument("--zoo", default=None, help=f"zoo directory or URI (default: {zoo_default})")
     add_data_option(p)
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10 (md5-checked) if absent")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
     p.add_argument("--families", default=None, help="comma-separated subset of the preset's families")
     p.add_argument("--members", type=int, default=None, help="members per family (overrides the preset)")
-    p.add_argument("--new-zoo", action="store_true", help="refuse to add to an existing zoo at --zoo")
+    p.add_argument("--new-zoo", action="store_true", help="start a fresh manifest at --zoo, replacing one whose recipe, seed or data "
+                   "differ (refused if the path holds any committed member)")
 
 
 def register(sub) -> None:

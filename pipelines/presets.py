@@ -14,7 +14,9 @@ import yaml
 from zoo.models import FAMILIES
 from zoo.recipe import Recipe
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# a checkout holds them in configs/, an installed wheel in pipelines/configs/ (pyproject maps one to the other)
+CONFIGS = next(p for p in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parents[1] / "configs")
+               if p.is_dir())
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ from .presets import load_preset
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="generate, metanets, MLI and report in one resumable command")
-    add_zoo_options(p)
+    add_zoo_options(p, zoo_default="OUT/zoo")
     p.add_argument("--out", default=None, help="output folder (default: runs/PRESET)")
     p.set_defaults(func=run)
 

@@ -57,6 +57,28 @@ def test_presets_load_and_refuse_unknown_keys(tmp_path):
         load_preset("nope")
 
 
+def test_installed_wheel_carries_the_presets(tmp_path):
+    """The cluster configs `pip install` symzoo and run `--preset paper`: the wheel must hold them."""
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"  # the tracked files only, as a clone would have them
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-c", "--null", "-T", "-", "-f", str(tmp_path / "src.tar")], cwd=REPO, input=files, check=True)
+    src.mkdir()
+    subprocess.run(["tar", "-x", "-f", str(tmp_path / "src.tar"), "-C", str(src)], check=True)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
+                   check=True, capture_output=True)
+    wheel, = (tmp_path / "dist").glob("symzoo-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True,
+                   capture_output=True)
+    probe = ("import pipelines.presets as p; print(p.CONFIGS); "
+             "print(*p.available()); print(p.load_preset('paper').members)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}).stdout.split("\n")
+    assert out[0].startswith(str(tmp_path / "site")), out
+    assert out[1].split() == ["cpu", "demo", "gpu", "paper", "smoke"] and out[2] == "10000", out
+
+
 def test_run_passes_overrides_through(tmp_path, capsys, cifar_root, monkeypatch):
     from pipelines.cli import main
 
