@@ -572,6 +572,7 @@ def family_tasks(z, family: str, todo: pd.DataFrame, cfg: MliConfig) -> list[Tas
         return []
     theta0, theta_t = _weights(z, family, "init", ok.member_id), _weights(z, family, "final", ok.member_id)
     size = min(cfg.chunk, math.ceil(len(ok) / cfg.n_workers()))
+    z.network(family)  # refuses code that builds other fixed pieces than the zoo's members were trained with
     seed = z.manifest["families"][family]["asym_seed"]
     return [Task(family, seed, ok.iloc[s : s + size].reset_index(drop=True), theta0[s : s + size], theta_t[s : s + size])
             for s in range(0, len(ok), size)]

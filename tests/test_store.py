@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -409,6 +410,38 @@ def test_manifest_mismatch_is_a_clear_error_and_changes_nothing(tmp_path):
     assert manifest.read_bytes() == added
     assert make_zoo(tmp_path / "fresh").manifest["zoo_seed"] == 0
     assert make_zoo(tmp_path / "fresh", zoo_seed=1, new_zoo=True).manifest["zoo_seed"] == 1  # no members yet
+
+
+def test_fixed_pieces_are_recorded_and_checked(tmp_path):
+    """The W-Asym masks / values and FiGLU's F come from numpy's Generator, whose streams may change
+    between numpy releases: the manifest holds their digest, and code that builds others is refused."""
+    from zoo.models import fixed_digest
+
+    path = tmp_path / "zoo"
+    m = make_zoo(path, families=("w_asym", "sigma_asym")).manifest
+    z = store.open_zoo(path)
+    for family in ("w_asym", "sigma_asym"):
+        assert m["families"][family]["fixed_sha256"] == fixed_digest(zoo.build(family, 0))
+        built = dict(zoo.build(family, 0).named_buffers())
+        assert built and all(torch.equal(b, built[n]) for n, b in z.network(family).named_buffers())
+    assert fixed_digest(zoo.build("w_asym", 1)) != m["families"]["w_asym"]["fixed_sha256"]
+
+    manifest = path / "manifest.json"
+    other = json.loads(manifest.read_text())
+    other["families"]["w_asym"]["fixed_sha256"] = "0" * 64  # as if made where numpy drew other masks
+    manifest.write_text(json.dumps(other))
+    before = manifest.read_bytes()
+    with pytest.raises(store.ManifestMismatch, match="families.w_asym.fixed_sha256: '0000"):
+        make_zoo(path, families=("w_asym",))
+    assert manifest.read_bytes() == before
+    with pytest.raises(ValueError, match="family='w_asym': this code builds fixed pieces"):
+        store.open_zoo(path).network("w_asym")
+    store.open_zoo(path).network("sigma_asym")
+
+    del other["families"]["w_asym"]["fixed_sha256"]  # a zoo made before the digest was recorded
+    manifest.write_text(json.dumps(other))
+    make_zoo(path, families=("w_asym",))
+    store.open_zoo(path).network("w_asym")
 
 
 def test_writers_adding_families_at_once_lose_none(tmp_path, monkeypatch):

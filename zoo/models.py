@@ -1,6 +1,8 @@
 """The family registry: build a network by name and give it a seeded initialisation."""
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -24,6 +26,18 @@ def build(arch: str, asym_seed: int = 0) -> nn.Module:
     every member of a zoo. Call `init_weights` to give the trainable entries a member's init.
     """
     return FAMILIES[check_family(arch)](asym_seed)
+
+
+def fixed_digest(net: nn.Module) -> str:
+    """sha256 of a network's fixed tensors (its buffers: W-Asym masks and values, FiGLU's F), by
+    name, dtype, shape and bytes. A zoo records it, because those tensors come from numpy's
+    Generator, whose streams numpy does not promise to keep across releases."""
+    h = hashlib.sha256()
+    for name, b in sorted(net.named_buffers()):
+        t = b.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 @torch.no_grad()

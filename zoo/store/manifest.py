@@ -2,7 +2,8 @@
 
 `init_zoo` is the only writer. A zoo is created once and then resumed: resuming with a different
 zoo seed, recipe, data copy, schema version or asym seed is refused, because the members already
-committed would no longer be comparable to the new ones. Resuming with other code or package
+committed would no longer be comparable to the new ones; so is code that builds other fixed
+pieces (W-Asym masks and values, FiGLU's F) from the same asym seed (`fixed_sha256`). Resuming with other code or package
 versions is allowed, and recorded: `code_version` / `packages` are the creator's, and every
 resume whose versions differ from the latest recorded ones appends them to `resumed_with`.
 """
@@ -16,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from ..layout import layout
-from ..models import build, check_family
+from ..models import build, check_family, fixed_digest
 from . import fs as store_fs
 from .schema import SCHEMA_VERSION
 
@@ -62,11 +63,13 @@ def _check_args(zoo_seed, families, recipe, recipe_overrides, data) -> None:
 
 
 def _family_entry(family: str, asym_seed: int, layout_json) -> dict:
-    """The fixed pieces' seed and the per-tensor layout, built from the code unless given."""
+    """The fixed pieces' seed and digest, and the per-tensor layout (built from the code unless given)."""
+    net = build(family, asym_seed)
     if layout_json is None:
-        layout_json = layout(build(family, asym_seed)).to_json()
+        layout_json = layout(net).to_json()
     layout_json = _json(f"layouts[{family!r}]", layout_json)
-    return {"asym_seed": asym_seed, "n_params": sum(t["size"] for t in layout_json), "layout": layout_json}
+    return {"asym_seed": asym_seed, "fixed_sha256": fixed_digest(net),
+            "n_params": sum(t["size"] for t in layout_json), "layout": layout_json}
 
 
 def code_version() -> dict:
@@ -140,6 +143,8 @@ def differences(old: dict, new: dict) -> list[str]:
     for family in [f for f in new["families"] if f in old.get("families", {})]:
         was, now = old["families"][family], new["families"][family]
         pairs += [(f"families.{family}.{k}", was.get(k), now[k]) for k in ("asym_seed", "n_params")]
+        if "fixed_sha256" in was:  # zoos made before it was recorded resume without the check
+            pairs.append((f"families.{family}.fixed_sha256", was["fixed_sha256"], now["fixed_sha256"]))
         if was.get("layout") != now["layout"]:
             pairs.append((f"families.{family}.layout", "tensor names/shapes/offsets", "different ones"))
     return [f"{name}: {a!r} in the zoo, {b!r} now" for name, a, b in pairs if a != b]

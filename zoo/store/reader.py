@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from ..models import build, fixed_digest
 from . import fs as store_fs
 from . import pages
 from .manifest import read_manifest
@@ -142,6 +143,19 @@ class Zoo:
 
     def n_params(self, family: str) -> int:
         return int(self._family(family)["n_params"])
+
+    def network(self, family: str) -> torch.nn.Module:
+        """The family's network with this zoo's fixed pieces (`zoo.build(family, asym_seed)`), checked
+        against the manifest's digest of them; load a member into it with `zoo.unflatten`."""
+        entry = self._family(family)
+        net = build(family, entry["asym_seed"])
+        digest = fixed_digest(net)
+        if entry.get("fixed_sha256", digest) != digest:
+            raise ValueError(
+                f"family={family!r}: this code builds fixed pieces (masks, fixed values, F) from asym_seed="
+                f"{entry['asym_seed']} whose sha256 is {digest[:12]}..., but the zoo's are {entry['fixed_sha256'][:12]}...; "
+                f"its members only make sense with those. The zoo was made with {self.manifest.get('packages')}")
+        return net
 
     def layout(self, family: str) -> list[dict]:
         """Per-tensor {"name", "shape", "offset", "size"} in flat order (zoo.Layout.to_json)."""
