@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -314,3 +315,30 @@ def test_failed_compile_falls_back_to_eager(cifar):
     assert fallback.compiled is None
     for a, b in zip(got, eager.loss_and_grad(x[None], y[None])):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_compiled_packs_share_code_without_recompiling(cifar, monkeypatch):
+    """Packs of one family and size reuse one compiled loss: no call after the first recompiles
+    (a lazily filled cache read inside the trace used to add a guard, and a recompile, per
+    device), and a worker may hold a version per family, forward and size (RECOMPILES)."""
+    import torch._dynamo.config as dynamo
+
+    from zoo import evaluate
+    from zoo.packed import RECOMPILES
+
+    monkeypatch.setattr(evaluate, "_MEAN_STD", {})  # as in a fresh worker, whatever ran before
+    res = resident(cifar, TINY, "cpu")
+    batch = [next(resident_batches(res, TINY, c.seed, 0)) for c in members("standard", 2)]
+    x, y = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+    first = Pack(members("standard", 2), TINY, res, compile=True)
+    assert dynamo.recompile_limit >= RECOMPILES
+    first.loss_and_grad(x, y)
+    with dynamo.patch(error_on_recompile=True), warnings.catch_warnings():
+        warnings.simplefilter("error")  # an eager fallback warns: fail on it instead
+        first.loss_and_grad(x, y)
+        second = Pack([sample_member(0, i, "standard") for i in (7, 8)], TINY, res, compile=True)
+        got = second.loss_and_grad(x, y)
+    assert first.compiled is not None and second.compiled is not None
+    want = Pack([sample_member(0, i, "standard") for i in (7, 8)], TINY, res).loss_and_grad(x, y)
+    assert torch.allclose(got[0], want[0], atol=1e-5) and torch.allclose(got[1], want[1], atol=1e-4)

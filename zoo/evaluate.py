@@ -17,12 +17,18 @@ STD = (51.5865, 50.847, 51.255)  # CIFAR-10 channel stds, 0..255 scale
 _MEAN_STD: dict = {}  # device -> (mean, std) [3, 1, 1]: made once, as a host->device copy syncs the GPU
 
 
+def mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The [3, 1, 1] mean and std on `device`. Call it before torch.compile traces `normalize`:
+    a cache miss inside a trace becomes a guard, and the next call recompiles."""
+    if device not in _MEAN_STD:
+        _MEAN_STD[device] = (torch.tensor(MEAN, device=device).view(3, 1, 1),
+                             torch.tensor(STD, device=device).view(3, 1, 1))
+    return _MEAN_STD[device]
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """uint8 or float [..., 3, H, W] on the 0..255 scale -> normalised float32."""
-    if x.device not in _MEAN_STD:
-        _MEAN_STD[x.device] = (torch.tensor(MEAN, device=x.device).view(3, 1, 1),
-                               torch.tensor(STD, device=x.device).view(3, 1, 1))
-    mean, std = _MEAN_STD[x.device]
+    mean, std = mean_std(x.device)
     return (x.float() - mean) / std
 
 

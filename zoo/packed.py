@@ -22,8 +22,9 @@ the divergence contract is `zoo.train`'s.
 
 A pack shares one epoch count (the step schedule is per pack); `train_packs` groups by epochs.
 `compile=True` runs the loss and its gradient through torch.compile; packs share the compiled
-code (one network per family and device, `shared_net`), and a second pack size recompiles once
-with the member count dynamic. If compiling fails with a Python exception the pack falls back
+code (one network per family and device, `shared_net`), and each (family, forward, pack size)
+compiles once (static shapes; `split_packs` keeps the sizes few, and dynamo's recompile limit is
+raised to cover them). If compiling fails with a Python exception the pack falls back
 to eager and says so. A CUDA fault inside compiled code
 (inductor's "misaligned address" in the GroupNorm backward at 256 members x batch 256, seen on
 an H200) poisons the CUDA context and cannot be caught: rerun with compile=False.
@@ -38,7 +39,7 @@ import torch
 
 from .augment import augment, draw_epoch
 from .data import Cifar10
-from .evaluate import normalize, smoothed_ce
+from .evaluate import mean_std, normalize, smoothed_ce
 from .functional import packed_forward, stack_params, unstack_params
 from .grouped import check_impl, grouped_forward, grouped_net
 from .layout import flatten
@@ -112,7 +113,11 @@ class Pack:
         self.diverged_at = torch.full((slots,), -1, device=self.device)
         self.steps_done = 0
         self.autocast = recipe.autocast_dtype(self.device)
-        self.compiled = torch.compile(self.losses, dynamic=False) if compile else None  # vmap fixes N anyway
+        self.compiled = None
+        if compile:
+            mean_std(self.device)  # filled outside the trace, so it is no guard
+            _raise_recompile_limit()
+            self.compiled = torch.compile(self.losses, dynamic=False)  # vmap fixes N anyway
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
         """[N, F] buffer -> {name: [N, *shape]} views in canonical order."""
@@ -232,11 +237,22 @@ def _results(pack: Pack, checkpoints: dict, wall_s: float) -> list[MemberResult]
     return results
 
 
+RECOMPILES = 64  # compiled versions of Pack.losses one process keeps: families x forwards x pack sizes
+
+
+def _raise_recompile_limit() -> None:
+    """Every (family, forward, pack size) is one compiled version of `Pack.losses`, and one worker
+    trains them all; past dynamo's default limit (8) further ones would silently run eagerly."""
+    import torch._dynamo.config as dynamo
+
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILES))
+
+
 def split_packs(group: list[int], pack_size: int, compile: bool) -> list[tuple[list[int], int | None]]:
     """One epoch group -> [(member positions, slots)]. Eager: balanced packs of at most `pack_size`.
     Compiled: full packs of `pack_size` and a remainder padded to a power of two, so at most
-    log2(pack_size) + 1 sizes compile (each size compiles once; dynamo's default recompile limit,
-    8, is reached at pack_size 128, beyond it dynamo runs further sizes eagerly)."""
+    log2(pack_size) + 1 sizes compile per family and forward (each once; see RECOMPILES)."""
     if not compile:
         return [(list(p), None) for p in np.array_split(group, -(-len(group) // pack_size))]
     parts = [group[i : i + pack_size] for i in range(0, len(group), pack_size)]
