@@ -18,7 +18,7 @@ from zoo.store import open_zoo  # noqa: E402
 
 from . import mli  # noqa: E402
 
-CHANCE = 0.15  # test accuracy below this counts as "ended at chance" (NOTES: finite loss, ~10%)
+CHANCE = 0.15  # test accuracy below this counts as "ended at chance" (finite loss, ~10%; seen at lr > ~0.37)
 HPARAMS = ("lr", "weight_decay", "label_smoothing", "epochs", "epochs_trained")
 
 

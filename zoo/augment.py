@@ -1,6 +1,7 @@
 """Train-time augmentation as batched tensor ops on uint8 images, with addressed randomness.
 
-The ops and their order are FFCV's (NOTES.md): random horizontal flip with probability 1/2, then
+The ops and their order are FFCV's, as the companion code (github.com/cptq/asymmetric-networks)
+runs them: random horizontal flip with probability 1/2, then
 random translate (pad by `translate` px filled with the mean, crop back at an offset uniform in
 0..2*translate per axis), then Cutout (a `cutout` x `cutout` square filled with the mean, its
 corner uniform over the positions that keep it inside the image). They act on the uint8 0..255

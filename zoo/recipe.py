@@ -1,4 +1,5 @@
-"""The training recipe every member shares (NOTES.md, "Training recipe"), as one frozen config.
+"""The training recipe every member shares, as one frozen config (the paper's companion code,
+github.com/cptq/asymmetric-networks, of FFCV's CIFAR example lineage).
 
 A member's own hyperparameters (lr, weight decay, label smoothing, epochs, seed) live in its
 `MemberConfig`; the `Recipe` holds what is common to a whole zoo: batch size, schedule shape,
