@@ -288,6 +288,11 @@ def _ordered(names) -> list[str]:
     return [f for f in zoo.FAMILIES if f in present]
 
 
+PVALUES_ABOUT = ("Two-sided Student t-tests (equal variances, scipy.stats.ttest_ind) against standard, per member "
+                 "metric (% monotonic as a 0/1 indicator); — where a side has fewer than two members or both "
+                 "sides are constant:")
+
+
 def _ttest(a: pd.Series, b: pd.Series) -> float:
     """Two-sided Student t-test p-value; NaN when either side has fewer than two members."""
     if len(a) < 2 or len(b) < 2:
@@ -387,7 +392,7 @@ def write_tables(table: pd.DataFrame, out: Path, about: str) -> None:
     out = Path(out)
     table.to_csv(out / "table4.csv", index=False)
     md = [f"# Table 4: monotonic linear interpolation\n\n{about}\n", markdown_table(table),
-          "\nTwo-sided Student t-tests against standard, per member metric (% monotonic as a 0/1 indicator):\n",
+          f"\n{PVALUES_ABOUT}\n",
           markdown_pvalues(table),
           "\nThe paper's Table 4 (Lim et al. 2024; 300 members per family; all asymmetric differences p < .001):\n",
           markdown_table(paper_table4()), ""]

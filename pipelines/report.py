@@ -88,7 +88,7 @@ def _mli_section(out: Path) -> list[str]:
     about = json.loads((out / "mli" / "manifest.json").read_text())["measurement"]
     ours = mli.read_table4(out / "mli")
     return [mli.describe(about, about["alphas"]), "", "**Ours:**", "", mli.markdown_table(ours), "",
-            "Two-sided t-tests against standard:", "", mli.markdown_pvalues(ours), "",
+            mli.PVALUES_ABOUT, "", mli.markdown_pvalues(ours), "",
             "**The paper's (Lim et al. 2024, Table 4; 300 members per family, p < .001):**", "",
             mli.markdown_table(mli.paper_table4()), "", "![Figure 5](mli/figure5.png)"]
 
