@@ -16,7 +16,7 @@ import time
 
 import ray
 
-from cluster.sweep import connect
+from cluster.sweep import cluster_address, connect
 from cluster.tasks import train_and_commit
 from pipelines.hardware import describe
 from zoo import load_cifar10, sample_member
@@ -48,7 +48,7 @@ def main() -> None:
             train_and_commit(zoo_a, [c], data=data, pack_name=c.member_id, **kw)
             direct.append(time.perf_counter() - t)
         t = time.perf_counter()
-        connect(None)
+        connect(cluster_address(None))
         startup = time.perf_counter() - t
         task, ref = ray.remote(train_and_commit).options(num_cpus=1), ray.put(data)
         via_ray = []

@@ -18,8 +18,7 @@ import ray
 
 from zoo.data import load_cifar10
 from zoo.grouped import check_impl
-from zoo.models import FAMILIES, build
-from zoo.layout import layout
+from zoo.models import FAMILIES
 from zoo.recipe import Recipe
 from zoo.train import ENGINES
 from zoo.store import init_zoo, open_zoo
@@ -48,7 +47,7 @@ class SweepConfig:
     compile: bool = False  # torch.compile the packed step (eager fallback); not yet measured on a GPU
     packed_impl: str = "vmap"  # packed forward, zoo.grouped.IMPLS: vmap | grouped | grouped_cl
     max_retries: int = 3  # Ray retries of a failed pack (worker death or exception)
-    new_zoo: bool = False  # refuse to reuse an existing zoo at this path
+    new_zoo: bool = False  # a fresh manifest at `zoo` (refused where members are committed)
 
     def __post_init__(self):
         plan_members(self.zoo_seed, self.families, self.members)  # validates families, members
@@ -66,8 +65,7 @@ def run(cfg: SweepConfig) -> str:
     recipe = Recipe.from_dict(cfg.recipe)
     data = recipe.apply_subset(load_cifar10(cfg.data, download=cfg.download))
     init_zoo(cfg.zoo, zoo_seed=cfg.zoo_seed, families={f: cfg.asym_seed for f in cfg.families},
-             recipe=recipe.to_dict(), recipe_overrides=recipe.overrides(), data=data.identity,
-             layouts={f: layout(build(f, cfg.asym_seed)).to_json() for f in cfg.families}, new_zoo=cfg.new_zoo)
+             recipe=recipe.to_dict(), recipe_overrides=recipe.overrides(), data=data.identity, new_zoo=cfg.new_zoo)
     planned = plan_members(cfg.zoo_seed, cfg.families, cfg.members)
     store = open_zoo(cfg.zoo)
     done = set().union(*(store.committed_ids(f) for f in cfg.families))
@@ -87,8 +85,7 @@ def cluster_address(address: str | None) -> str | None:
 
 
 def connect(address: str | None) -> None:
-    """Embedded Ray by default; an explicit address must answer before we hand it to Ray."""
-    address = cluster_address(address)
+    """Ray at `address` as `cluster_address` resolved (and checked) it; None starts it embedded."""
     if ray.is_initialized():
         return
     if address:

@@ -16,8 +16,9 @@ def add_zoo_options(p, zoo_default: str = "runs/PRESET/zoo") -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
     p.add_argument("--families", default=None, help="comma-separated subset of the preset's families")
     p.add_argument("--members", type=int, default=None, help="members per family (overrides the preset)")
-    p.add_argument("--new-zoo", action="store_true", help="start a fresh manifest at --zoo, replacing one whose recipe, seed or data "
-                   "differ (refused if the path holds any committed member)")
+    p.add_argument("--new-zoo", action="store_true",
+                   help="start a fresh manifest at --zoo, replacing one whose recipe, seed or data differ "
+                        "(refused if the path holds any committed member)")
 
 
 def register(sub) -> None:

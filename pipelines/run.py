@@ -34,7 +34,7 @@ class RunConfig:
     address: str | None = None  # Ray address; None = $RAY_ADDRESS, else embedded
     families: tuple[str, ...] | None = None  # subset of the preset's families
     members: int | None = None  # override of the preset's members per family
-    new_zoo: bool = False  # refuse to add to an existing zoo at `zoo`
+    new_zoo: bool = False  # a fresh manifest at `zoo` (refused where members are committed)
 
     @property
     def planned(self) -> int:

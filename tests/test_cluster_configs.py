@@ -16,7 +16,7 @@ from pipelines.generate_cmd import sweep_config
 from pipelines.presets import load_preset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "cluster" / "configs"
-SHELL_VARS = {"$PRESET": "paper", '"$PRESET"': "paper", '"$ZOO"': "/shared/zoos/paper",
+SHELL_VARS = {'"$PRESET"': "paper", '"$ZOO"': "/shared/zoos/paper",
               '"$SYMZOO_DATA"': "/shared/cifar10", '"$head_ip:$port"': "10.0.0.1:6379"}
 
 

@@ -8,9 +8,10 @@ while the forward reads the fixed values from the net's buffers), viewed per ten
 grouped conv over the members, but the member dimension moves between layers), or "grouped" /
 "grouped_cl", `zoo.grouped` (the family's own containers with grouped leaves, activations kept
 as [B, N*C, H, W], NCHW or channels_last). Neither is a second model definition to keep in sync.
-On a 2-core CPU the grouped forward trained 1.04-1.2x as fast as vmap (channels_last was
-slower); which is faster on a GPU is for `benchmarks/train_throughput.py` to say
-(`benchmarks/gpu_session.sh`), so vmap stays the default until then.
+On a 2-core CPU the grouped forward trained 0.93x (4 members) to 1.15x (16 members) as fast as
+vmap, channels_last slower than both (README, "Performance"); which is faster on a GPU is for
+`benchmarks/train_throughput.py` to say (`benchmarks/gpu_session.sh`), so vmap stays the
+default until then.
 
 Every member keeps its own: init (`init_weights(net, cfg.seed)`), data order and augmentation
 (the same `zoo.augment.draw_epoch` draws as the resident path), lr schedule, weight decay, label

@@ -3,9 +3,10 @@
 `init_zoo` is the only writer. A zoo is created once and then resumed: resuming with a different
 zoo seed, recipe, data copy, schema version or asym seed is refused, because the members already
 committed would no longer be comparable to the new ones; so is code that builds other fixed
-pieces (W-Asym masks and values, FiGLU's F) from the same asym seed (`fixed_sha256`). Resuming with other code or package
-versions is allowed, and recorded: `code_version` / `packages` are the creator's, and every
-resume whose versions differ from the latest recorded ones appends them to `resumed_with`.
+pieces (W-Asym masks and values, FiGLU's F) from the same asym seed (`fixed_sha256`). Resuming
+with other code or package versions is allowed, and recorded: `code_version` / `packages` are
+the creator's, and every resume whose versions differ from the latest recorded ones appends
+them to `resumed_with`.
 """
 from __future__ import annotations
 
