@@ -2,7 +2,7 @@
 
 Members are synthetic (seeded init plus a seeded step) and so are the uint8 images: the speed of
 a forward pass does not depend on the values. On CPU it compares, with one thread per process:
-one point at a time, packed forwards of k points (zoo.evaluate.evaluate_flat), and one point at
+one point at a time, packed forwards of k points (zoo.train.evaluate.evaluate_flat), and one point at
 a time in `--workers` processes (the stage's CPU path, spawn start-up included). On CUDA, when
 there is one: one point at a time against packed forwards of several (points, batch) shapes, in
 fp32 (TF32 off, the stage's default) and bf16 autocast. Each line ends with the projected time

@@ -3,8 +3,8 @@
 Rows (all on the device chosen, ResNet-8 of --family, batch --batch per member):
   resident x1      one member at a time, the baseline (zoo.train, torch.optim.AdamW)
   ffcv x1          one member, batches from an FFCV Loader (when ffcv is importable)
-  packed xN IMPL   N members in one step (zoo.packed), for N in --packs and each forward of
-                   --impls (vmap: zoo.functional; grouped: zoo.grouped); eager, and compiled
+  packed xN IMPL   N members in one step (zoo.train.packed), for N in --packs and each forward of
+                   --impls (vmap: zoo.train.vmap; grouped: zoo.train.grouped); eager, and compiled
                    with --compile (rows printed as they finish: a CUDA fault in compiled
                    code kills the process, the rows above it stay)
 Each row trains one warm-up epoch of --steps steps (compilation happens there), then times
@@ -37,8 +37,8 @@ import torch
 
 from zoo import load_cifar10, sample_member
 from zoo.data import Cifar10, DataError
-from zoo.grouped import IMPLS, check_impl
-from zoo.packed import Pack
+from zoo.train.grouped import IMPLS, check_impl
+from zoo.train.packed import Pack
 from zoo.recipe import Recipe
 from zoo.train import device_label, new_member, resident, resident_batches, train_epoch, train_members
 from pipelines.hardware import describe
@@ -81,7 +81,7 @@ def solo_epoch(res, recipe: Recipe, family: str, device, batches_of):
 
 
 def ffcv_epoch(data, res, recipe: Recipe, family: str, device, beton_dir: str):
-    from zoo.ffcv_data import ffcv_batches, train_loader, write_betons
+    from zoo.train.ffcv import ffcv_batches, train_loader, write_betons
 
     loader = train_loader(write_betons(recipe.apply_subset(data), beton_dir)["train"], recipe, device)
     return solo_epoch(res, recipe, family, device, lambda seed, epoch: ffcv_batches(loader, seed, epoch))

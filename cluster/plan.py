@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from zoo.members import MemberConfig, sample_member
-from zoo.models import check_family
+from zoo.families import check_family
 
 
 @dataclass(frozen=True)

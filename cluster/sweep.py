@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import ray
 
 from zoo.data import load_cifar10
-from zoo.grouped import check_impl
-from zoo.models import FAMILIES
+from zoo.train.grouped import check_impl
+from zoo.families import FAMILIES
 from zoo.recipe import Recipe
 from zoo.train import ENGINES
 from zoo.store import init_zoo, open_zoo
@@ -45,7 +45,7 @@ class SweepConfig:
     pack_size: int = 64  # members trained together per GPU task; CPU tasks hold one member
     engine: str = "auto"  # zoo.train engine: auto | resident | packed | ffcv
     compile: bool = False  # torch.compile the packed step (eager fallback); not yet measured on a GPU
-    packed_impl: str = "vmap"  # packed forward, zoo.grouped.IMPLS: vmap | grouped | grouped_cl
+    packed_impl: str = "vmap"  # packed forward, zoo.train.grouped.IMPLS: vmap | grouped | grouped_cl
     max_retries: int = 3  # Ray retries of a failed pack (worker death or exception)
     new_zoo: bool = False  # a fresh manifest at `zoo` (refused where members are committed)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from zoo.data import data_label
-from zoo.models import LABELS as FAMILY_NAMES
-from zoo.models import TEX_LABELS
+from zoo.families import LABELS as FAMILY_NAMES
+from zoo.families import TEX_LABELS
 
 from .registry import METANETS
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from zoo.config import check as _check
-from zoo.config import from_dict, is_int as _is_int
+from zoo.validate import check as _check
+from zoo.validate import from_dict, is_int as _is_int
 from zoo.store.fs import atomic_write_bytes
 from zoo.store.manifest import code_version, package_versions
 

@@ -23,7 +23,7 @@ two-sided Student t-test against standard (scipy.stats.ttest_ind) per metric, "%
 being tested as a 0/1 indicator.
 
 Speed. A (member, alpha) point is one row of a [rows, P] matrix. On CUDA, `points` rows run as
-one packed forward pass (zoo.evaluate.evaluate_flat: vmap over stacked parameters). On CPU a
+one packed forward pass (zoo.train.evaluate.evaluate_flat: vmap over stacked parameters). On CPU a
 packed forward is slower than separate ones (benchmarks/mli_speed.py), so each of `workers`
 processes evaluates its chunk of members one point at a time.
 
@@ -57,12 +57,12 @@ from scipy import stats
 from torch import nn
 
 import zoo
-from zoo.config import check as _check
-from zoo.config import from_dict, is_int as _is_int
-from zoo.augment import augment, draw_epoch
+from zoo.validate import check as _check
+from zoo.validate import from_dict, is_int as _is_int
+from zoo.train.augment import augment, draw_epoch
 from zoo.data import data_label
-from zoo.evaluate import evaluate_flat, normalize
-from zoo.models import LABELS, TEX_LABELS, check_family
+from zoo.train.evaluate import evaluate_flat, normalize
+from zoo.families import LABELS, TEX_LABELS, check_family
 from zoo.recipe import Recipe
 from zoo.store import atomic_write_parquet, open_zoo
 from zoo.store.fs import atomic_write_bytes

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from zoo.models import FAMILIES
+from zoo.families import FAMILIES
 from zoo.recipe import Recipe
 
 # a checkout holds them in configs/, an installed wheel in pipelines/configs/ (pyproject maps one to the other)

@@ -1,7 +1,7 @@
 """The FFCV path: .beton round trip, the same augmentation as the resident path, training a member.
 
 One train Loader (its numba compilation costs 10-20 s) serves the augmentation and the training
-tests: it is cached per process by zoo.ffcv_data.
+tests: it is cached per process by zoo.train.ffcv.
 """
 import dataclasses
 
@@ -12,8 +12,8 @@ import torch
 pytest.importorskip("ffcv")
 
 from zoo import sample_member  # noqa: E402
-from zoo.augment import FILL, epoch_order  # noqa: E402
-from zoo.ffcv_data import _LOADERS, ffcv_batches, read_split, train_loader, write_betons  # noqa: E402
+from zoo.train.augment import FILL, epoch_order  # noqa: E402
+from zoo.train.ffcv import _LOADERS, ffcv_batches, read_split, train_loader, write_betons  # noqa: E402
 from zoo.recipe import Recipe  # noqa: E402
 from zoo.train import resident, resident_batches, train_members  # noqa: E402
 

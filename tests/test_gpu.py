@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from zoo import build, init_weights, sample_member
-from zoo.functional import packed_forward, stack_params
-from zoo.grouped import IMPLS, grouped_forward, grouped_net
+from zoo.train.vmap import packed_forward, stack_params
+from zoo.train.grouped import IMPLS, grouped_forward, grouped_net
 from zoo.layout import flatten
-from zoo.packed import Pack, train_pack
+from zoo.train.packed import Pack, train_pack
 from zoo.recipe import Recipe
 from zoo.train import resident, resident_batches, train_member
 from test_train import displacement_error, members

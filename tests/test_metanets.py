@@ -15,7 +15,7 @@ from metanets.report import PAPER_TABLE3, paper_table3, table3, to_markdown
 from metanets.statnn import StatNN
 from metanets.train import TrainSettings, featurize_all, run_seed, select_lr, train_run
 from zoo.layout import Layout, TensorSpec
-from zoo.symmetry import permute_params, random_permutations
+from zoo.families.symmetry import permute_params, random_permutations
 
 CPU = torch.device("cpu")
 PAPER_PARAMS = {  # paper Table 9: metanetwork sizes for the standard and W-Asym families

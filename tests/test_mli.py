@@ -168,7 +168,7 @@ def parquet_files(out) -> dict:
 
 def test_stage_reproduces_recorded_losses_writes_outputs_and_resumes(tiny_zoo, cifar, cifar_root):
     from pipelines import cli
-    from zoo.evaluate import evaluate_flat
+    from zoo.train.evaluate import evaluate_flat
     from zoo.store import open_zoo
 
     path, recipe = tiny_zoo

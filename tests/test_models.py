@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.symmetry import permute_params, random_permutations
+from zoo.families.symmetry import permute_params, random_permutations
 from conftest import run_python
 
 EXPECTED_TRAINABLE = {"standard": 78042, "w_asym": 60634, "sigma_asym": 78042}

@@ -8,7 +8,14 @@ import sys
 import pytest
 
 from conftest import REPO
+from fingerprint import study_fingerprint
 from pipelines.presets import load_preset
+
+
+# The smoke study's results as the code before the layout redesign (issue 8) made them, on the
+# JPEG-q75 CIFAR-10 copy: a change to any weight, metric, Table 3 or Table 4 value fails here.
+SMOKE_FINGERPRINT = {"zoo": {"sigma_asym": "0921502213eb2846", "standard": "5e6bb6d0bf2f926b",
+                             "w_asym": "480e50e440a1cb7b"}, "table3": "170d9fbf02ae073f", "table4": "6a75c25535818c6c"}
 
 
 def symzoo_run(out, cifar_root):
@@ -30,6 +37,7 @@ def test_run_smoke_end_to_end_then_resume(tmp_path, cifar_root):
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (out / image).stat().st_size > 1000, image
     assert re.search(r"\| standard \| 8 \| 8 \| 8 \| 0 \|", report)  # planned, committed, ok, diverged
+    assert study_fingerprint(out) == SMOKE_FINGERPRINT
 
     second = symzoo_run(out, cifar_root)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -415,7 +415,7 @@ def test_manifest_mismatch_is_a_clear_error_and_changes_nothing(tmp_path):
 def test_fixed_pieces_are_recorded_and_checked(tmp_path):
     """The W-Asym masks / values and FiGLU's F come from numpy's Generator, whose streams may change
     between numpy releases: the manifest holds their digest, and code that builds others is refused."""
-    from zoo.models import fixed_digest
+    from zoo.families import fixed_digest
 
     path = tmp_path / "zoo"
     m = make_zoo(path, families=("w_asym", "sigma_asym")).manifest

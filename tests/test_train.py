@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from zoo import build, init_weights, sample_member
-from zoo.augment import FILL, augment, draw_epoch, epoch_order
-from zoo.evaluate import normalize
-from zoo.functional import packed_forward, stack_params, unstack_params
-from zoo.grouped import grouped_forward, grouped_net
+from zoo.train.augment import FILL, augment, draw_epoch, epoch_order
+from zoo.train.evaluate import normalize
+from zoo.train.vmap import packed_forward, stack_params, unstack_params
+from zoo.train.grouped import grouped_forward, grouped_net
 from zoo.layout import flatten, trainable_masks
-from zoo.packed import Pack, adamw_, split_packs, train_pack
+from zoo.train.packed import Pack, adamw_, split_packs, train_pack
 from zoo.recipe import Recipe
 from zoo.records import METRICS
 from zoo.train import resident, resident_batches, train_member, train_members
@@ -325,7 +325,7 @@ def test_compiled_packs_share_code_without_recompiling(cifar, monkeypatch):
     import torch._dynamo.config as dynamo
 
     from zoo import evaluate
-    from zoo.packed import RECOMPILES
+    from zoo.train.packed import RECOMPILES
 
     monkeypatch.setattr(evaluate, "_MEAN_STD", {})  # as in a fresh worker, whatever ran before
     res = resident(cifar, TINY, "cpu")

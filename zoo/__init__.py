@@ -13,7 +13,7 @@ Public API:
 from .data import Cifar10, DataError, load_cifar10
 from .layout import Layout, TensorSpec, flatten, layout, unflatten
 from .members import MemberConfig, sample_member
-from .models import FAMILIES, build, init_weights
+from .families import FAMILIES, build, init_weights
 from .store import open_zoo
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The flat weight space of a family: canonical order, per-tensor layout, flatten/unflatten.
 
 Canonical order is `net.named_parameters()` order (module registration order, see
-`zoo.resnet`). For each parameter only the trainable entries enter the flat vector, in row-major
+`zoo.families.resnet`). For each parameter only the trainable entries enter the flat vector, in row-major
 order; a parameter `p` whose module carries a bool buffer `p_mask` contributes `p[p_mask]`.
 Fixed entries (W-Asym) and fixed buffers (FiGLU's F) never enter it.
 """

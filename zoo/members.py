@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .config import check as _check
-from .models import check_family
+from .validate import check as _check
+from .families import check_family
 
 LR_EXP = (0.0, 2.0)  # lr = 0.5 * 10^-U(LR_EXP)  -> 0.005 .. 0.5
 WD_EXP = (1.0, 5.0)  # weight decay = 10^-U(WD_EXP)  -> 1e-5 .. 1e-1

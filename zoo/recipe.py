@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .config import check as _check
-from .config import from_dict, is_int as _is_int
+from .validate import check as _check
+from .validate import from_dict, is_int as _is_int
 from .data import Cifar10
 from .members import MemberConfig
 

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from ..layout import layout
-from ..models import build, check_family, fixed_digest
+from ..families import build, check_family, fixed_digest
 from . import fs as store_fs
 from .schema import SCHEMA_VERSION
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..models import build, fixed_digest
+from ..families import build, fixed_digest
 from . import fs as store_fs
 from . import pages
 from .manifest import read_manifest

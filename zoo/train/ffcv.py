@@ -14,10 +14,10 @@ ToTorchImage, giving uint8 [B, 3, 32, 32]; normalisation, the model and AdamW ar
 path's (`zoo.train.fit`). The step count is the same as there (drop_last).
 
 Randomness: the data order IS addressed: the Loader's traversal order is replaced by
-`zoo.augment.epoch_order(member seed, epoch)`, the very permutation the resident path uses. The
+`zoo.train.augment.epoch_order(member seed, epoch)`, the very permutation the resident path uses. The
 augmentation is NOT addressed: FFCV's numba ops draw from numba's own per-thread generators,
 which cannot be seeded per member, so FFCV-trained members are not bit-reproducible; the draws
-follow the same distributions as `zoo.augment` (tests/test_ffcv.py checks flip rate, translate
+follow the same distributions as `zoo.train.augment` (tests/test_ffcv.py checks flip rate, translate
 range and Cutout size).
 
 Every epoch iterator is closed, also when training stops early (an unfinished FFCV iterator
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from .augment import FILL, epoch_order
-from .data import Cifar10, default_root
-from .members import MemberConfig
-from .recipe import Recipe
-from .records import MemberResult
-from .train import fit, resident
+from ..data import Cifar10, default_root
+from ..members import MemberConfig
+from ..recipe import Recipe
+from ..records import MemberResult
+from .common import fit, resident
 
 _TORCH_THREADS = torch.get_num_threads()  # importing ffcv sets torch's intra-op threads to 1: undone below
 from ffcv.fields import IntField, RGBImageField  # noqa: E402

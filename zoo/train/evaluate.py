@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .functional import packed_forward, stack_params
+from .vmap import packed_forward, stack_params
 
 MEAN = (125.307, 122.961, 113.8575)  # CIFAR-10 channel means, 0..255 scale
 STD = (51.5865, 50.847, 51.255)  # CIFAR-10 channel stds, 0..255 scale

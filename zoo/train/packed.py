@@ -4,9 +4,9 @@ The family's network is built once; the N members' trainable tensors live in one
 (F = full tensor sizes; W-Asym's fixed positions hold zeros, get zero gradient and stay zero,
 while the forward reads the fixed values from the net's buffers), viewed per tensor as
 [N, *shape] and run through one of two forwards that compute the same function (`impl`):
-"vmap", `zoo.functional.packed_forward` (torch.func vmap + functional_call: each conv becomes a
+"vmap", `zoo.train.vmap.packed_forward` (torch.func vmap + functional_call: each conv becomes a
 grouped conv over the members, but the member dimension moves between layers), or "grouped" /
-"grouped_cl", `zoo.grouped` (the family's own containers with grouped leaves, activations kept
+"grouped_cl", `zoo.train.grouped` (the family's own containers with grouped leaves, activations kept
 as [B, N*C, H, W], NCHW or channels_last). Neither is a second model definition to keep in sync.
 On a 2-core CPU the grouped forward trained 0.93x (4 members) to 1.15x (16 members) as fast as
 vmap, channels_last slower than both (README, "Performance"); which is faster on a GPU is for
@@ -14,7 +14,7 @@ vmap, channels_last slower than both (README, "Performance"); which is faster on
 default until then.
 
 Every member keeps its own: init (`init_weights(net, cfg.seed)`), data order and augmentation
-(the same `zoo.augment.draw_epoch` draws as the resident path), lr schedule, weight decay, label
+(the same `zoo.train.augment.draw_epoch` draws as the resident path), lr schedule, weight decay, label
 smoothing, and AdamW state. AdamW is applied to the stacked buffer with per-member lr and weight
 decay tensors and matches torch.optim.AdamW's defaults step for step. There is no GradScaler and
 no gradient clipping: nothing couples members. A member whose loss or gradient turns non-finite
@@ -39,16 +39,16 @@ import numpy as np
 import torch
 
 from .augment import augment, draw_epoch
-from .data import Cifar10
+from ..data import Cifar10
 from .evaluate import mean_std, normalize, smoothed_ce
-from .functional import packed_forward, stack_params, unstack_params
+from .vmap import packed_forward, stack_params, unstack_params
 from .grouped import check_impl, grouped_forward, grouped_net
-from .layout import flatten
-from .members import MemberConfig
-from .models import build, init_weights
-from .recipe import Recipe
-from .records import MemberResult
-from .train import Resident, device_label, measure, nan_metrics, resident
+from ..layout import flatten
+from ..members import MemberConfig
+from ..families import build, init_weights
+from ..recipe import Recipe
+from ..records import MemberResult
+from .common import Resident, device_label, measure, nan_metrics, resident
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as on the resident path
 ADAM_EPS = 1e-8
@@ -70,7 +70,7 @@ _NETS: dict = {}  # (family, asym_seed, device, grouped slots or None) -> the ne
 
 def shared_net(family: str, asym_seed: int, device: torch.device, grouped_slots: int | None = None) -> torch.nn.Module:
     """One network per family and device in a process (and per pack size for the grouped
-    forward, `zoo.grouped.grouped_net`). Its trainable tensors are never used (the members' come
+    forward, `zoo.train.grouped.grouped_net`). Its trainable tensors are never used (the members' come
     in through functional_call); sharing it lets every pack reuse the compiled code, whose guards
     check the module's identity."""
     key = (family, asym_seed, str(device), grouped_slots)
@@ -86,8 +86,8 @@ class Pack:
     `slots` >= len(cfgs) pads the pack with copies of the first member that are masked from the
     start (compiled code is specialised to N, so uniform pack sizes save recompilations); every
     per-slot tensor has N = slots rows, results cover the real members only.
-    `impl` picks the training forward (`zoo.grouped.IMPLS`): "vmap" (`zoo.functional`), or
-    "grouped" / "grouped_cl" (`zoo.grouped`, NCHW / channels_last activations); they compute the
+    `impl` picks the training forward (`zoo.train.grouped.IMPLS`): "vmap" (`zoo.train.vmap`), or
+    "grouped" / "grouped_cl" (`zoo.train.grouped`, NCHW / channels_last activations); they compute the
     same function. Evaluation always uses vmap.
     """
 

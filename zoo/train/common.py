@@ -1,28 +1,8 @@
-"""Training zoo members: the resident one-member path, and the front that picks an engine.
+"""What the training engines share: the resident data set, measurement, one member's loop.
 
-Three engines run one recipe (`zoo.recipe`):
-- "resident": one member at a time, a plain module and torch.optim.AdamW; the data set is a
-  uint8 tensor on the training device and the augmentation is batched tensor ops
-  (`zoo.augment`), no DataLoader. The CPU path (one member per process, one thread each).
-- "packed": N members in lockstep (`zoo.packed`), under vmap or as one grouped-conv network
-  (`zoo.grouped`), the GPU path.
-- "ffcv": as resident, but the training batches come from an FFCV Loader (`zoo.ffcv_data`).
-
-Data: every entry point takes the full `Cifar10` (or any copy) and applies the recipe's subset
-itself (`Recipe.apply_subset`, which is idempotent, so passing data that is already the recipe's
-subset is fine too). Train metrics are measured on the un-augmented training images of that
-subset, test metrics on its test images, both with `zoo.evaluate.evaluate_flat`.
-
-Randomness: a member's init is `zoo.init_weights(net, cfg.seed)`; its data order and
-augmentation in epoch e are drawn from generators keyed by (cfg.seed, e) (`zoo.augment`), the
-same draws in the resident and packed paths.
-
-Divergence: a member diverges at the first step whose training loss or gradient is non-finite.
-Neither that step nor any later one is taken (a packed member is masked out while its pack-mates
-go on; a resident member stops at the end of that epoch), `diverged_epoch` is the 0-based epoch
-of that step, `params_final` holds the last finite parameters, and every metric is NaN
-(records.METRICS: "NaN where a diverged member has none"). Checkpoints at or after the divergence
-are not recorded, nor are checkpoints past the member's last epoch.
+`fit` is the loop of the one-member engines (resident and FFCV): init, AdamW steps over
+`batches(epoch)`, checkpoints, divergence, measurement. The packed engine (`zoo.train.packed`)
+has its own lockstep loop and shares `Resident`, `resident`, `measure` and `nan_metrics`.
 """
 from __future__ import annotations
 
@@ -37,17 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import augment, draw_epoch
-from .data import Cifar10
+from ..data import Cifar10
+from ..families import build, init_weights
+from ..layout import flatten
+from ..members import MemberConfig
+from ..recipe import Recipe
+from ..records import METRICS, MemberResult
 from .evaluate import evaluate_flat, normalize
-from .grouped import check_impl
-from .layout import flatten
-from .members import MemberConfig
-from .models import build, init_weights
-from .recipe import Recipe
-from .records import METRICS, MemberResult
 
-ENGINES = ("auto", "resident", "packed", "ffcv")
 EVAL_IMAGES = {"cuda": 65536, "cpu": 2048}  # images per evaluation forward, summed over members (memory)
 Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (x uint8 [B,3,32,32], y [B])
 
@@ -100,14 +77,6 @@ def measure(net: nn.Module, flat: torch.Tensor, res: Resident, smoothing: torch.
 
 def nan_metrics() -> dict[str, float]:
     return {k: math.nan for k in METRICS}
-
-
-def resident_batches(res: Resident, recipe: Recipe, seed: int, epoch: int):
-    """The member's augmented training batches of `epoch`: (x uint8 [B, 3, 32, 32], y [B])."""
-    draw = draw_epoch(seed, epoch, len(res.train_y), recipe).to(res.train_x.device)
-    for s in range(draw.order.shape[0]):
-        idx = draw.order[s]
-        yield augment(res.train_x[idx], draw.flip[s], draw.shift[s], draw.corner[s], recipe), res.train_y[idx]
 
 
 def new_member(cfg: MemberConfig, *, asym_seed: int, device) -> tuple[nn.Module, torch.optim.AdamW]:
@@ -177,44 +146,3 @@ def fit(cfg: MemberConfig, res: Resident, recipe: Recipe, batches: Batches, *, a
         params_init=params_init, params_final=params_final, wall_time_s=time.perf_counter() - start,
         device=device_label(device), data_sha=res.data_sha, checkpoints=checkpoints,
     )
-
-
-def train_member(cfg: MemberConfig, data: Cifar10, recipe: Recipe, *, asym_seed: int = 0,
-                 device="cpu") -> MemberResult:
-    """Train one member on the resident path (module doc: data, randomness, divergence)."""
-    res = resident(data, recipe, device)
-    return fit(cfg, res, recipe, lambda epoch: resident_batches(res, recipe, cfg.seed, epoch),
-               asym_seed=asym_seed, device=device)
-
-
-def train_members(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
-                  engine: str = "auto", pack_size: int = 64, compile: bool = False, impl: str = "vmap",
-                  beton_dir=None) -> list[MemberResult]:
-    """Train members of one family; results in the order of `cfgs`.
-
-    engine: "resident" (one at a time), "packed" (packs of at most `pack_size` members of equal
-    epoch count, optionally torch.compile'd, forward `impl` "vmap" or "grouped": `zoo.grouped`),
-    "ffcv" (FFCV Loader batches; .beton files cached in `beton_dir`), "auto" = packed on cuda,
-    resident elsewhere.
-    """
-    families = sorted({c.family for c in cfgs})
-    if len(families) > 1:
-        raise ValueError(f"cfgs: members of one family expected, got families {families}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}: must be one of {ENGINES}")
-    if not isinstance(pack_size, int) or pack_size < 1:
-        raise ValueError(f"pack_size={pack_size!r}: must be an int >= 1")
-    check_impl(impl)
-    if engine == "auto":
-        engine = "packed" if torch.device(device).type == "cuda" else "resident"
-    if engine == "packed":
-        from .packed import train_packs  # packed builds on this module
-
-        return train_packs(cfgs, data, recipe, asym_seed=asym_seed, device=device, pack_size=pack_size,
-                           compile=compile, impl=impl)
-    if engine == "ffcv":
-        from .ffcv_data import train_member_ffcv  # needs ffcv, an optional dependency
-
-        return [train_member_ffcv(c, data, recipe, beton_dir=beton_dir, asym_seed=asym_seed, device=device)
-                for c in cfgs]
-    return [train_member(c, data, recipe, asym_seed=asym_seed, device=device) for c in cfgs]

@@ -1,6 +1,6 @@
 """N members of one family as one network of grouped convolutions: the second packed forward.
 
-`zoo.functional.packed_forward` runs the family's network under torch.func vmap, which turns each
+`zoo.train.vmap.packed_forward` runs the family's network under torch.func vmap, which turns each
 conv into a grouped conv but moves the member dimension around between layers (vmap's rules for
 conv and GroupNorm want it in different places, so activations are copied between them: a
 forward and backward of 4 members x 16 images copies 20.7 M elements under vmap, 3.7 M here,
@@ -15,7 +15,7 @@ measured with torch.profiler on CPU). This module keeps every activation in one 
   ReLU, Identity                -> unchanged (elementwise)
 
 Only the leaves are swapped (`grouped_net`): the containers and their forward() are the family's
-own (`zoo.resnet`), so the graph is defined once. The members' tensors come in through
+own (`zoo.families.resnet`), so the graph is defined once. The members' tensors come in through
 functional_call, named as in the family's network, shaped [N, *shape]; fixed entries and fixed
 buffers are the family's. A leaf type with no grouped version is refused by name, so a new family
 cannot run silently wrong: it adds its leaf here or trains with impl="vmap".
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .layers import FiGLU, MaskedConv2d, MaskedLinear
+from ..families.layers import FiGLU, MaskedConv2d, MaskedLinear
 
 IMPLS = ("vmap", "grouped", "grouped_cl")  # packed forwards (grouped_cl: channels_last activations)
 ELEMENTWISE = (nn.ReLU, nn.Identity)  # leaves that act per entry, so any layout is theirs
@@ -80,7 +80,7 @@ class GroupedNorm(_Grouped):
     def __init__(self, norm: nn.GroupNorm, n: int):
         if norm.num_groups != 1 or not norm.affine:
             raise TypeError(f"GroupNorm(num_groups={norm.num_groups}, affine={norm.affine}): only the "
-                            "affine GroupNorm(1, C) of zoo.resnet has a grouped version")
+                            "affine GroupNorm(1, C) of zoo.families.resnet has a grouped version")
         super().__init__(norm, n)
         self.eps = norm.eps
 
@@ -150,7 +150,7 @@ def grouped_net(net: nn.Module, n: int) -> nn.Module:
 def grouped_forward(gnet: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, *,
                     channels_last: bool = False) -> torch.Tensor:
     """params {name: [N, *shape]}, x [N, B, 3, 32, 32] -> logits [N, B, 10]; the same contract as
-    `zoo.functional.packed_forward`, on a `grouped_net(net, N)`. `channels_last` runs every
+    `zoo.train.vmap.packed_forward`, on a `grouped_net(net, N)`. `channels_last` runs every
     activation in that memory format (the layout tensor-core convolutions prefer on GPUs)."""
     n, b = x.shape[:2]
     h = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])  # [B, N*3, H, W]

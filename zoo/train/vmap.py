@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .layout import layout, trainable_masks
+from ..layout import layout, trainable_masks
 
 
 def stack_params(net: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:

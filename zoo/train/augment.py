@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .evaluate import MEAN
-from .recipe import IMAGE_SIDE, Recipe
+from ..recipe import IMAGE_SIDE, Recipe
 
 FILL = tuple(int(m) for m in MEAN)  # (125, 122, 113): the mean on the uint8 scale, as FFCV's CIFAR example
 ORDER_STREAM, AUGMENT_STREAM = 0, 1  # sub-streams of a (seed, epoch) generator
