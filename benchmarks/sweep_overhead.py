@@ -2,7 +2,7 @@
 
     python benchmarks/sweep_overhead.py [--packs 6] [--n-train 512] [--data DIR]
 
-Each pack is one member (the CPU layout) trained by cluster.tasks.train_and_commit on a small
+Each pack is one member (the CPU layout) trained by zoo.generate.run_job on a small
 subset. The Ray column includes task dispatch, argument transfer (the data set lives in Ray's
 object store), the worker's first-use imports and the result's return; embedded Ray start-up is
 reported separately because a sweep pays it once.
@@ -16,10 +16,10 @@ import time
 
 import ray
 
-from cluster.sweep import cluster_address, connect
-from cluster.tasks import train_and_commit
+from cluster.executor import cluster_address, connect
 from pipelines.hardware import describe
 from zoo import load_cifar10, sample_member
+from zoo.generate import Job, Work, run_job
 from zoo.recipe import Recipe
 from zoo.store import init_zoo
 
@@ -39,22 +39,23 @@ def main() -> None:
     recipe = Recipe(epochs=1, n_train=args.n_train, n_test=256, batch_size=64)
     data = recipe.apply_subset(load_cifar10(args.data))
     cfgs = [sample_member(0, i, "standard") for i in range(args.packs)]
-    kw = dict(recipe=recipe.to_dict(), asym_seed=0, device="cpu", engine="resident")
     with tempfile.TemporaryDirectory() as tmp:
         zoo_a, zoo_b = new_zoo(f"{tmp}/a", recipe, data), new_zoo(f"{tmp}/b", recipe, data)
+        work_a, work_b = (Work(zoo=z, recipe=recipe.to_dict(), asym_seed=0, engine="resident", compile=False,
+                               impl="vmap") for z in (zoo_a, zoo_b))
         direct = []
         for c in cfgs:
             t = time.perf_counter()
-            train_and_commit(zoo_a, [c], data=data, pack_name=c.member_id, **kw)
+            run_job(work_a, Job("standard", (c,)), data, "cpu")
             direct.append(time.perf_counter() - t)
         t = time.perf_counter()
         connect(cluster_address(None))
         startup = time.perf_counter() - t
-        task, ref = ray.remote(train_and_commit).options(num_cpus=1), ray.put(data)
+        task, ref = ray.remote(run_job).options(num_cpus=1), ray.put(data)
         via_ray = []
         for c in cfgs:  # one at a time, so each measurement is one pack's round trip
             t = time.perf_counter()
-            ray.get(task.remote(zoo_b, [c], data=ref, pack_name=c.member_id, **kw))
+            ray.get(task.remote(work_b, Job("standard", (c,)), ref, "cpu"))
             via_ray.append(time.perf_counter() - t)
     first, rest = via_ray[0] - direct[0], [r - d for r, d in zip(via_ray[1:], direct[1:])]
     print(describe())

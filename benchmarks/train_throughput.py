@@ -73,7 +73,7 @@ def timed_epochs(run_epoch, device: torch.device) -> float:
 def solo_epoch(res, recipe: Recipe, family: str, device, batches_of):
     """(run_epoch, note) for one member of `family` fed by batches_of(seed, epoch)."""
     cfg = sample_member(0, 0, family)
-    net, opt = new_member(cfg, asym_seed=0, device=device)
+    net, opt = new_member(cfg, recipe, asym_seed=0, device=device)
     lrs = np.full(recipe.steps_per_epoch(len(res.train_y)), 0.5 * cfg.lr)
     autocast = recipe.autocast_dtype(device)
     return (lambda epoch: train_epoch(net, opt, batches_of(cfg.seed, epoch), lrs, cfg.label_smoothing, autocast),

@@ -1,24 +1,25 @@
-"""`symzoo generate`: train a zoo into the store (resumable; Ray embedded or on a cluster)."""
+"""`symzoo generate`: train a zoo into the store (resumable; Ray embedded, on a cluster, or local).
+
+Every setting is a field of zoo.generate.GenerateConfig: the preset's `generate:` section gives
+it, a flag of the same name overrides it.
+"""
 from __future__ import annotations
 
-import sys
+from zoo.generate import GenerateConfig
 
 from .data_cmd import add_data_option
+from .options import add_config_flags, given
 from .presets import load_preset
+
+NOT_FLAGS = ("zoo", "data", "recipe")  # zoo and data have options of their own; a recipe lives in a preset
 
 
 def add_zoo_options(p, zoo_default: str = "runs/PRESET/zoo") -> None:
-    """Options shared by `generate` and `run`: which preset, zoo, data and Ray cluster."""
+    """Options shared by `generate` and `run`: the preset, the zoo, the data, GenerateConfig's fields."""
     p.add_argument("--preset", default="demo", help="configs/NAME.yaml or a path to a preset file (default: demo)")
     p.add_argument("--zoo", default=None, help=f"zoo directory or URI (default: {zoo_default})")
     add_data_option(p)
-    p.add_argument("--download", action="store_true", help="fetch CIFAR-10 (md5-checked) if absent")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else embedded)")
-    p.add_argument("--families", default=None, help="comma-separated subset of the preset's families")
-    p.add_argument("--members", type=int, default=None, help="members per family (overrides the preset)")
-    p.add_argument("--new-zoo", action="store_true",
-                   help="start a fresh manifest at --zoo, replacing one whose recipe, seed or data differ "
-                        "(refused if the path holds any committed member)")
+    add_config_flags(p, GenerateConfig, skip=NOT_FLAGS, title="generate settings (the preset's unless given)")
 
 
 def register(sub) -> None:
@@ -27,27 +28,26 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def sweep_config(preset, *, zoo: str, members: int | None, families, data, download: bool, address,
-                 new_zoo: bool):
-    """The sweep a preset describes, with the command line's overrides (None = the preset's)."""
-    from cluster.sweep import SweepConfig
+def generate_config(preset, args, zoo: str) -> GenerateConfig:
+    """The preset's generate section, with the command line's zoo, data and flags on top."""
+    return preset.config("generate", zoo=zoo, data=args.data, **given(args, GenerateConfig, skip=NOT_FLAGS))
 
-    return SweepConfig(
-        zoo=zoo, members=preset.members if members is None else members,
-        families=tuple(families or preset.families), zoo_seed=preset.zoo_seed, asym_seed=preset.asym_seed,
-        recipe=preset.recipe, data=data, download=download, address=address, new_zoo=new_zoo,
-        **preset.generate)
+
+def executor_for(cfg: GenerateConfig):
+    """The executor `cfg` names, ready to run: Ray connects (and checks its address) here, before any write."""
+    if cfg.executor == "local":
+        from zoo.generate import LocalExecutor
+
+        return LocalExecutor()
+    from cluster.executor import RayExecutor  # Ray is imported only for the Ray executor
+
+    return RayExecutor(cfg.address, max_retries=cfg.max_retries)
 
 
 def run(args) -> int:
-    from cluster import sweep
+    from zoo import generate
 
-    try:
-        preset = load_preset(args.preset)
-        sweep.run(sweep_config(preset, zoo=args.zoo or f"runs/{preset.name}/zoo", members=args.members,
-                               families=args.families.split(",") if args.families else None, data=args.data,
-                               download=args.download, address=args.address, new_zoo=args.new_zoo))
-    except sweep.SweepFailed as e:
-        print(f"symzoo generate: error: {e}", file=sys.stderr)
-        return 1
+    preset = load_preset(args.preset)
+    cfg = generate_config(preset, args, args.zoo or f"runs/{preset.name}/zoo")
+    generate.run(cfg, executor_for(cfg))
     return 0

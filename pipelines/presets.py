@@ -1,59 +1,76 @@
-"""Presets: the YAML files in configs/, one per scale of study (smoke, demo, gpu, paper).
+"""Presets: the YAML files in configs/, one per scale of study (smoke, demo, cpu, gpu, paper).
 
-A preset names the zoo (seeds, families, members), the recipe overrides, and the settings of
-each stage. Unknown keys are errors at every level, so a typo never silently runs the default.
+A preset is a description plus one section per stage, each holding fields of that stage's config
+dataclass (`generate`: zoo.generate.GenerateConfig, `metanets`: metanets.stage.MetanetConfig,
+`mli`: pipelines.mli.MliConfig). Loading builds each stage's config through its own validation,
+so an unknown key or a bad value is refused when the preset is read, never half-way through a run.
+Paths (zoo, out, data) belong to the command line, not to a preset.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from zoo.families import FAMILIES
-from zoo.recipe import Recipe
-
 # a checkout holds them in configs/, an installed wheel in pipelines/configs/ (pyproject maps one to the other)
 CONFIGS = next(p for p in (Path(__file__).resolve().parent / "configs", Path(__file__).resolve().parents[1] / "configs")
                if p.is_dir())
+STAGES = {  # preset section -> (module, config class)
+    "generate": ("zoo.generate", "GenerateConfig"),
+    "metanets": ("metanets.stage", "MetanetConfig"),
+    "mli": ("pipelines.mli", "MliConfig"),
+}
+PATHS = {"zoo", "out", "data"}  # set by the command line
+PLACEHOLDER_ZOO = "<zoo>"  # stands in for the command line's zoo while a section is validated
 
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
     name: str  # file stem, e.g. "demo"
     description: str  # one line: what the preset is for and what it costs
-    zoo_seed: int = 0  # addresses every member of the zoo
-    asym_seed: int = 0  # addresses the W-Asym fixed entries and the FiGLU matrices
-    families: tuple[str, ...] = tuple(FAMILIES)  # families to generate and study
-    members: int = 10000  # planned members per family
-    recipe: dict = field(default_factory=dict)  # overrides of the paper recipe (zoo.recipe.Recipe)
-    generate: dict = field(default_factory=dict)  # cluster.sweep.SweepConfig: pack_size, engine, max_retries, compile, packed_impl
-    metanets: dict = field(default_factory=dict)  # metanets.stage.MetanetConfig settings
-    mli: dict = field(default_factory=dict)  # pipelines.mli.MliConfig settings
+    generate: dict = field(default_factory=dict)  # GenerateConfig fields: members, families, seeds, recipe, ...
+    metanets: dict = field(default_factory=dict)  # MetanetConfig fields
+    mli: dict = field(default_factory=dict)  # MliConfig fields
 
     def __post_init__(self):
-        object.__setattr__(self, "families", tuple(self.families))
-        Recipe.from_dict(self.recipe)
-        _check_keys(f"{self.name}.generate", self.generate, {"pack_size", "engine", "max_retries", "compile", "packed_impl"})
-        _check_keys(f"{self.name}.metanets", self.metanets, _settings("metanets.stage", "MetanetConfig"))
-        _check_keys(f"{self.name}.mli", self.mli, _settings("pipelines.mli", "MliConfig"))
+        if not isinstance(self.description, str) or not self.description:
+            raise ValueError(f"{self.name}.description={self.description!r}: must be a non-empty line of text")
+        for section in STAGES:
+            self.config(section)  # validates the section
+
+    def config(self, section: str, **given):
+        """The section's stage config, with `given` fields (paths, command-line overrides) on top."""
+        settings = getattr(self, section)
+        if not isinstance(settings, dict):
+            raise ValueError(f"{self.name}.{section}={settings!r}: must be a mapping of {STAGES[section][1]} fields")
+        cls = config_class(section)
+        bad = sorted(set(settings) & PATHS)
+        if bad:
+            raise ValueError(f"{self.name}.{section}: {bad} are set on the command line, not in a preset")
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{self.name}.{section}: unknown key(s) {unknown}; allowed: "
+                             f"{sorted({f.name for f in dataclasses.fields(cls)} - PATHS)}")
+        try:
+            return cls(**{"zoo": PLACEHOLDER_ZOO, **settings, **given})
+        except TypeError as e:  # a required field missing
+            raise ValueError(f"{self.name}.{section}: {e}") from None
+
+    @property
+    def members(self) -> int:
+        return self.config("generate").members
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return self.config("generate").families
 
 
-PIPELINE_SET = {"zoo", "out", "families", "data"}  # filled in by `symzoo run`, not by presets
-
-
-def _settings(module: str, name: str) -> set[str]:
-    import importlib
-
-    config = getattr(importlib.import_module(module), name)
-    return {f.name for f in dataclasses.fields(config)} - PIPELINE_SET
-
-
-def _check_keys(where: str, given: dict, allowed) -> None:
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+def config_class(section: str):
+    module, name = STAGES[section]
+    return getattr(importlib.import_module(module), name)
 
 
 def available() -> list[str]:
@@ -67,8 +84,16 @@ def load_preset(name_or_path: str) -> Preset:
         path = CONFIGS / f"{name_or_path}.yaml"
         if not path.exists():
             raise ValueError(f"preset={name_or_path!r}: unknown; available: {', '.join(available())}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"preset file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"preset file {path}: must hold a mapping of keys, found {type(raw).__name__}")
-    _check_keys(f"preset {path.name}", raw, {f.name for f in dataclasses.fields(Preset)} - {"name"})
+    allowed = {f.name for f in dataclasses.fields(Preset)} - {"name"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ValueError(f"preset {path.name}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    if "description" not in raw:
+        raise ValueError(f"preset {path.name}: description missing; add one line saying what the preset is for")
     return Preset(name=path.stem, **raw)

@@ -15,61 +15,49 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
+from zoo.generate import GenerateConfig
 from zoo.store.fs import atomic_write_bytes
 
-from .generate_cmd import sweep_config
+from .generate_cmd import executor_for
 from .hardware import describe
 from .presets import Preset
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
-    preset: Preset  # what to generate and study
+    preset: Preset  # what to study: the metanets and mli sections
     out: str  # output folder: report.md, metanets/, mli/, pipeline.json
-    zoo: str  # zoo folder or URI (default OUT/zoo)
-    data: str | None = None  # CIFAR-10 root; None = $SYMZOO_DATA or ~/.cache/symzoo
-    download: bool = False  # fetch CIFAR-10 (md5-checked) if absent
-    address: str | None = None  # Ray address; None = $RAY_ADDRESS, else embedded
-    families: tuple[str, ...] | None = None  # subset of the preset's families
-    members: int | None = None  # override of the preset's members per family
-    new_zoo: bool = False  # a fresh manifest at `zoo` (refused where members are committed)
+    generate: GenerateConfig  # the zoo: the preset's generate section with the command line's zoo, data, flags
 
     @property
-    def planned(self) -> int:
-        return self.preset.members if self.members is None else self.members
+    def families(self) -> tuple[str, ...]:
+        return self.generate.families
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def stage_generate(cfg: RunConfig) -> None:
+    from zoo.generate import run
+
+    run(cfg.generate, executor_for(cfg.generate))
 
 
-def stage_generate(cfg: RunConfig, families) -> None:
-    from cluster.sweep import run
+def stage_metanets(cfg: RunConfig) -> None:
+    from metanets.stage import run
 
-    run(sweep_config(cfg.preset, zoo=cfg.zoo, members=cfg.members, families=families, data=cfg.data,
-                     download=cfg.download, address=cfg.address, new_zoo=cfg.new_zoo))
-
-
-def stage_metanets(cfg: RunConfig, families) -> None:
-    from metanets.stage import MetanetConfig, run
-
-    settings = {"device": _device(), **cfg.preset.metanets}
-    run(MetanetConfig(zoo=cfg.zoo, out=str(Path(cfg.out) / "metanets"), families=families, **settings))
+    run(cfg.preset.config("metanets", zoo=cfg.generate.zoo, out=str(Path(cfg.out) / "metanets"),
+                          families=cfg.families))
 
 
-def stage_mli(cfg: RunConfig, families) -> None:
-    from .mli import MliConfig, run
+def stage_mli(cfg: RunConfig) -> None:
+    from .mli import run
 
-    settings = {"device": _device(), **cfg.preset.mli}
-    run(MliConfig(zoo=cfg.zoo, out=str(Path(cfg.out) / "mli"), data=cfg.data, families=families, **settings))
+    run(cfg.preset.config("mli", zoo=cfg.generate.zoo, out=str(Path(cfg.out) / "mli"), data=cfg.generate.data,
+                          families=cfg.families))
 
 
-def stage_report(cfg: RunConfig, families) -> None:
+def stage_report(cfg: RunConfig) -> None:
     from .report import write
 
-    path = write(Path(cfg.out), cfg.zoo, preset=cfg.preset.name, planned=cfg.planned,
+    path = write(Path(cfg.out), cfg.generate.zoo, preset=cfg.preset.name, planned=cfg.generate.members,
                  hardware=describe())
     print(f"symzoo run: report at {path}", file=sys.stderr)
 
@@ -80,15 +68,14 @@ STAGES = {"generate": stage_generate, "metanets": stage_metanets, "mli": stage_m
 def run(cfg: RunConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    families = tuple(cfg.families or cfg.preset.families)
     record = {"started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "stages": {}}
     for name, stage in STAGES.items():
         print(f"symzoo run: stage {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
-        stage(cfg, families)
+        stage(cfg)
         record["stages"][name] = round(time.monotonic() - start, 2)
         _save_timings(out, cfg, record)
-    stage_report(cfg, families)
+    stage_report(cfg)
     return out / "report.md"
 
 
@@ -96,5 +83,5 @@ def _save_timings(out: Path, cfg: RunConfig, record: dict) -> None:
     path = out / "pipeline.json"
     doc = json.loads(path.read_text()) if path.exists() else {"invocations": []}
     runs = [r for r in doc["invocations"] if r["started_utc"] != record["started_utc"]] + [record]
-    doc = {"preset": dataclasses.asdict(cfg.preset), "zoo": cfg.zoo, "invocations": runs}
+    doc = {"preset": dataclasses.asdict(cfg.preset), "zoo": cfg.generate.zoo, "invocations": runs}
     atomic_write_bytes(str(out), path.name, json.dumps(doc, indent=2).encode())

@@ -1,4 +1,5 @@
-"""Reliability of `symzoo generate` on the smoke preset: resume, retries, races, bad files, full disk.
+"""Reliability of `symzoo generate` on the smoke preset: resume, retries, races, bad files, full disk;
+the local executor against the Ray one.
 
 Each end-to-end test starts an embedded Ray in a child process, as a user's command would.
 """
@@ -12,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.plan import make_packs, plan_members
 from conftest import REPO
+from fingerprint import zoo_fingerprint
 from zoo import load_cifar10, sample_member
+from zoo.generate import GenerateConfig, plan_jobs, plan_members
 from zoo.recipe import Recipe
 from zoo.store import init_zoo, open_zoo
 from zoo.train import train_member
 
-SMOKE = dict(epochs=1, n_train=256, n_test=256, batch_size=64)  # configs/smoke.yaml's recipe
+SMOKE = dict(epochs=1, n_train=256, n_test=256, batch_size=64, init="kaiming_normal")  # configs/smoke.yaml's recipe
 
 
 def generate(zoo, *extra, env=None, **popen):
@@ -58,17 +60,45 @@ def assert_complete(zoo, families, n):
     assert df.member_id.is_unique
 
 
-def test_plan_groups_packs_by_family_and_epochs():
+def test_plan_groups_jobs_by_family_and_epochs():
     todo = plan_members(0, ("standard", "w_asym"), 40)
-    packs = make_packs(todo, pack_size=8, epochs_of=lambda c: c.epochs)
-    assert sum(len(p.configs) for p in packs) == 80
-    for p in packs:
-        assert len({c.family for c in p.configs}) == 1 and len({c.epochs for c in p.configs}) == 1
-        assert len(p.configs) <= 8
-    again = make_packs(list(reversed(todo)), pack_size=8, epochs_of=lambda c: c.epochs)
-    assert [p.name for p in again] == [p.name for p in packs]  # deterministic: retries reuse names
-    with pytest.raises(ValueError, match="members=0"):
-        plan_members(0, ("standard",), 0)
+    jobs = plan_jobs(todo, pack_size=8, epochs_of=lambda c: c.epochs)
+    assert sum(len(j.configs) for j in jobs) == 80
+    for j in jobs:
+        assert len({c.family for c in j.configs}) == 1 and len({c.epochs for c in j.configs}) == 1
+        assert len(j.configs) <= 8
+    again = plan_jobs(list(reversed(todo)), pack_size=8, epochs_of=lambda c: c.epochs)
+    assert [j.name for j in again] == [j.name for j in jobs]  # deterministic: retries reuse names
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("members", 0, "members=0: must be an int > 0"),
+    ("members", True, "members=True: must be an int > 0"),
+    ("families", "standard", "family='s'|families='standard'"),
+    ("families", ("standard", "standard"), "families=.*without repeats"),
+    ("max_retries", -1, "max_retries=-1: must be an int >= 0"),
+    ("executor", "dask", "executor='dask'"),
+])
+def test_generate_config_refuses_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        GenerateConfig(**{"zoo": "z", "members": 2, field: value})
+
+
+@pytest.mark.slow
+def test_local_executor_matches_ray_and_needs_no_ray(tmp_path, cifar_root):
+    """`--executor local` gives the Ray executor's zoo, bit for bit, with `ray` unimportable."""
+    env = {"SYMZOO_DATA": str(cifar_root)}
+    finish(generate(tmp_path / "ray", "--families", "standard,w_asym", "--members", "2", env=env))
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "ray.py").write_text("raise ImportError('ray is hidden for this test')\n")
+    local_env = {**env, "PYTHONPATH": f"{hide}{os.pathsep}{REPO}"}
+    cmd = [sys.executable, "-m", "pipelines.cli", "generate", "--preset", "smoke", "--zoo", str(tmp_path / "local"),
+           "--families", "standard,w_asym", "--members", "2", "--executor", "local"]
+    out = subprocess.run(cmd, cwd=REPO, env={**os.environ, **local_env}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "LocalExecutor" in out.stderr
+    assert zoo_fingerprint(tmp_path / "local") == zoo_fingerprint(tmp_path / "ray")
 
 
 @pytest.mark.slow
@@ -175,7 +205,7 @@ def test_bad_input_is_a_clear_error(tmp_path, cifar_root, capsys, monkeypatch):
     fused.write_text(Path(REPO, "configs", "smoke.yaml").read_text().replace("generate:", "generate:\n  packed_impl: fused"))
     cases = [
         (["--families", "resnet"], "family='resnet'"),
-        (["--preset", str(fused)], "packed_impl='fused'.*vmap, grouped, grouped_cl"),
+        (["--preset", str(fused)], "packed_impl='fused'.*vmap, grouped"),
         (["--members", "0"], "members=0"),
         (["--preset", "nope"], "preset='nope'.*smoke"),
         (["--address", "127.0.0.1:1"], "address='127.0.0.1:1'.*ray start --head"),

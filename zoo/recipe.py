@@ -23,9 +23,12 @@ import torch
 from .validate import check as _check
 from .validate import from_dict, is_int as _is_int
 from .data import Cifar10
+from .families import INITS, init_weights
 from .members import MemberConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# What a field meant in zoos recorded before it existed: such a zoo resumes and reads as it was made.
+LEGACY = {"init": "kaiming_normal"}
 IMAGE_SIDE = 32  # CIFAR-10 images are 32 x 32
 
 
@@ -42,6 +45,7 @@ class Recipe:
     cutout: int = 4  # side in px of the Cutout square filled with the mean (0..32; 0 = off)
     checkpoints: tuple[int, ...] = ()  # epochs at whose end params + metrics are recorded; 0 = init
     precision: str = "auto"  # "auto" (bf16 autocast on cuda, fp32 on cpu) | "fp32" | "bf16"
+    init: str = "companion"  # trainable-weight init, zoo.families.init_weights: "companion" | "kaiming_normal"
 
     def __post_init__(self):
         _check("batch_size", self.batch_size, _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1")
@@ -57,6 +61,7 @@ class Recipe:
         _check("translate", self.translate, _is_int(self.translate) and 0 <= self.translate <= 16, "an int in 0..16")
         _check("cutout", self.cutout, _is_int(self.cutout) and 0 <= self.cutout <= IMAGE_SIDE, "an int in 0..32")
         _check("precision", self.precision, self.precision in PRECISIONS, f"one of {PRECISIONS}")
+        _check("init", self.init, self.init in INITS, f"one of {INITS}")
         object.__setattr__(self, "checkpoints", _checkpoints(self.checkpoints))
 
     @classmethod
@@ -72,6 +77,10 @@ class Recipe:
         """The fields that differ from the paper's recipe (the defaults)."""
         paper = Recipe().to_dict()
         return {k: v for k, v in self.to_dict().items() if v != paper[k]}
+
+    def init_weights(self, net, cfg: MemberConfig):
+        """`net` given the member's initialisation under this recipe's scheme."""
+        return init_weights(net, cfg.seed, self.init, cfg.family)
 
     def member_epochs(self, cfg: MemberConfig) -> int:
         """Epochs the member actually trains: the recipe's override, else its sampled count."""

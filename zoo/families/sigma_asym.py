@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from . import layers
+from . import Family, layers
 from .resnet import Parts, ResNet8
 
 
@@ -13,3 +13,6 @@ def build(asym_seed: int = 0) -> ResNet8:
         return layers.FiGLU(channels, rng=layers.layer_rng(asym_seed, name))
 
     return ResNet8(Parts(conv=layers.plain_conv, linear=layers.plain_linear, act=figlu))
+
+
+FAMILY = Family(name="sigma_asym", label="σ-Asym ResNet-8", build=build, symmetric=False)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Cifar10
-from ..families import build, init_weights
+from ..families import build
 from ..layout import flatten
 from ..members import MemberConfig
 from ..recipe import Recipe
@@ -79,10 +79,10 @@ def nan_metrics() -> dict[str, float]:
     return {k: math.nan for k in METRICS}
 
 
-def new_member(cfg: MemberConfig, *, asym_seed: int, device) -> tuple[nn.Module, torch.optim.AdamW]:
+def new_member(cfg: MemberConfig, recipe: Recipe, *, asym_seed: int, device) -> tuple[nn.Module, torch.optim.AdamW]:
     """The member's initialised network on `device` and its AdamW (lr set per step). Fused, because
     only the fused kernel can skip a step on a device-side flag (`train_epoch`)."""
-    net = init_weights(build(cfg.family, asym_seed), cfg.seed).to(device)
+    net = recipe.init_weights(build(cfg.family, asym_seed), cfg).to(device)
     return net, torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
@@ -120,7 +120,7 @@ def fit(cfg: MemberConfig, res: Resident, recipe: Recipe, batches: Batches, *, a
     """Train one member on `batches(epoch)` and measure it on `res`: the loop shared by the
     resident and FFCV paths."""
     start, device = time.perf_counter(), torch.device(device)
-    net, opt = new_member(cfg, asym_seed=asym_seed, device=device)
+    net, opt = new_member(cfg, recipe, asym_seed=asym_seed, device=device)
     epochs, steps = recipe.member_epochs(cfg), recipe.steps_per_epoch(len(res.train_y))
     lrs = cfg.lr * recipe.lr_factors(epochs, steps).reshape(epochs, steps)
     autocast = recipe.autocast_dtype(device)

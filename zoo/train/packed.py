@@ -45,7 +45,7 @@ from .vmap import packed_forward, stack_params, unstack_params
 from .grouped import check_impl, grouped_forward, grouped_net
 from ..layout import flatten
 from ..members import MemberConfig
-from ..families import build, init_weights
+from ..families import build
 from ..recipe import Recipe
 from ..records import MemberResult
 from .common import Resident, device_label, measure, nan_metrics, resident
@@ -100,7 +100,7 @@ class Pack:
         self.slot_cfgs = cfgs + [cfgs[0]] * (slots - len(cfgs))
         self.device = res.train_x.device
         init_net = build(cfgs[0].family, asym_seed)
-        self.params_init = torch.stack([flatten(init_weights(init_net, c.seed)) for c in self.slot_cfgs])  # [N, P]
+        self.params_init = torch.stack([flatten(recipe.init_weights(init_net, c)) for c in self.slot_cfgs])  # [N, P]
         self.net = shared_net(cfgs[0].family, asym_seed, self.device)
         self.impl = check_impl(impl)
         self.train_net = self.net if impl == "vmap" else shared_net(cfgs[0].family, asym_seed, self.device, slots)
