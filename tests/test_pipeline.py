@@ -52,15 +52,23 @@ def test_presets_load_and_refuse_unknown_keys(tmp_path):
     for name in ("smoke", "demo", "cpu", "gpu", "paper"):
         assert set(load_preset(name).families) >= {"standard", "w_asym"}
     bad = tmp_path / "bad.yaml"
-    bad.write_text("description: x\nmembrs: 3\n")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['membrs'\]"):
-        load_preset(str(bad))
-    bad.write_text("description: x\nmli: {alpha: 3}\n")
-    with pytest.raises(ValueError, match=r"mli: unknown key\(s\) \['alpha'\]"):
-        load_preset(str(bad))
-    bad.write_text("description: x\nrecipe: {epochs: 0}\n")
-    with pytest.raises(ValueError, match="epochs=0"):
-        load_preset(str(bad))
+    cases = [
+        ("description: x\nmembrs: 3\n", r"unknown key\(s\) \['membrs'\]"),
+        ("description: x\ngenerate: {members: 2}\nmli: {alpha: 3}\n", r"mli: unknown key\(s\) \['alpha'\]"),
+        ("description: x\ngenerate: {members: 2, recipe: {epochs: 0}}\n", "epochs=0"),
+        ("description: x\ngenerate: {members: 2, families: standard}\n", "families='standard'|family='s'"),
+        ("description: x\ngenerate: {members: true}\n", "members=True"),
+        ("description: x\ngenerate: {members: 2, max_retries: -1}\n", "max_retries=-1"),
+        ("description: x\ngenerate: {members: 2}\nmetanets: {lrs: [0]}\n", "lrs="),
+        ("description: x\ngenerate: {members: 2, zoo: /tmp/z}\n", "set on the command line"),
+        ("generate: {members: 2}\n", "description missing"),
+        ("description: x\ngenerate: {}\n", "generate:.*members"),
+        ("description: x\ngenerate: [1, 2\n", "not valid YAML"),
+    ]
+    for text, message in cases:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_preset(str(bad))
     with pytest.raises(ValueError, match="preset='nope'"):
         load_preset("nope")
 
