@@ -151,3 +151,40 @@ def test_layout_json_round_trip_and_validation():
     broken[1]["offset"] += 1
     with pytest.raises(ValueError, match="contiguous"):
         zoo.Layout.from_json(broken)
+
+
+def test_companion_init_draws_the_companion_distributions():
+    """W-Asym under the companion init: trainable entries ~ U(+-1/sqrt(fan_in)) (the companion's
+    SparseResNet never calls its kaiming init), fixed entries untouched; standard keeps kaiming
+    normal weights; every family's head bias ~ U(+-1/sqrt(64)) (nn.Linear's default)."""
+    from scipy import stats
+
+    from zoo.families import fixed_digest, init_weights
+
+    net = zoo.build("w_asym")
+    before = fixed_digest(net)
+    init_weights(net, seed=3, scheme="companion", family="w_asym")
+    assert fixed_digest(net) == before
+    conv = net.blocks[2].conv2  # 64 -> 64, fan_in 576
+    trainable = conv.weight[conv.weight_mask].detach().numpy()
+    bound = 1 / 576 ** 0.5
+    assert stats.kstest(trainable, stats.uniform(-bound, 2 * bound).cdf).pvalue > 1e-3
+    assert stats.kstest(trainable, stats.norm(0, (2 / 576) ** 0.5).cdf).pvalue < 1e-6  # not kaiming normal
+    assert (conv.weight[~conv.weight_mask] == 0).all()
+    std = init_weights(zoo.build("standard"), seed=3, scheme="companion", family="standard")
+    w = std.blocks[2].conv2.weight.detach().flatten().numpy()
+    assert stats.kstest(w, stats.norm(0, (2 / 576) ** 0.5).cdf).pvalue > 1e-3
+    for head in (net.head, std.head):
+        assert stats.kstest(head.bias.detach().numpy(), stats.uniform(-1 / 8, 2 / 8).cdf).pvalue > 1e-3
+        assert head.bias.abs().max() <= 1 / 8 and head.bias.abs().min() > 0
+    kaiming = init_weights(zoo.build("standard"), seed=3)
+    assert (kaiming.head.bias == 0).all()
+
+
+def test_init_scheme_is_validated_and_recorded_in_the_recipe():
+    from zoo.recipe import LEGACY, Recipe
+
+    with pytest.raises(ValueError, match="init='xavier'"):
+        Recipe(init="xavier")
+    assert Recipe().init == "companion" and Recipe(init="kaiming_normal").overrides() == {"init": "kaiming_normal"}
+    assert LEGACY["init"] == "kaiming_normal"  # what zoos made before the field existed used

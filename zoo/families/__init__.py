@@ -1,37 +1,21 @@
 """The family registry: one `Family` record per model family, declared in the family's own file.
 
-To add a family: write `zoo/families/NAME.py` with a `build(asym_seed)` and a `FAMILY = Family(...)`
-record, then add one line to `REGISTRY` below. Everything else (the store, training, the packed
-forwards, tables, figures, presets, the permutation spec) reads the record.
+To add a family: write `zoo/families/NAME.py` with a `build(asym_seed)` and a
+`FAMILY = Family(...)` record (`zoo.families.family`), then add one line to `REGISTRY` below.
+Everything else (the store, training, the packed forwards, tables, figures, presets) reads the record.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
+from . import sigma_asym, standard, w_asym
+from .family import Family
+
 INITS = ("companion", "kaiming_normal")  # weight-init schemes of zoo.recipe.Recipe.init
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str  # key in stores, configs and manifests, e.g. "w_asym"
-    label: str  # for tables and figures, e.g. "W-Asym ResNet-8"
-    build: Callable[[int], nn.Module]  # asym_seed -> a fresh network; fixed pieces addressed by the seed
-    options: dict = field(default_factory=dict)  # settings of the fixed pieces, recorded in each zoo's manifest
-    symmetric: bool = True  # hidden-channel permutations leave the function unchanged (zoo.families.symmetry)
-    companion_init: str = "kaiming_normal"  # the companion code's trainable-weight init: kaiming_normal | torch_default
-
-    @property
-    def tex_label(self) -> str:
-        return self.label.replace("σ", r"$\sigma$")
-
-
-from . import sigma_asym, standard, w_asym  # noqa: E402  (each file declares its FAMILY with the class above)
 
 REGISTRY = (
     standard.FAMILY,

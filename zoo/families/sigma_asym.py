@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
-from . import Family, layers
+from . import layers
+from .family import Family
 from .resnet import Parts, ResNet8
 
 

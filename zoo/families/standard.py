@@ -1,7 +1,8 @@
 """Standard ResNet-8: plain convs, plain linear head, ReLU. 78,042 trainable parameters."""
 from __future__ import annotations
 
-from . import Family, layers
+from . import layers
+from .family import Family
 from .resnet import Parts, ResNet8
 
 

@@ -6,7 +6,8 @@ per output row. Norm affines and biases stay trainable. 60,634 trainable and 17,
 """
 from __future__ import annotations
 
-from . import Family, layers
+from . import layers
+from .family import Family
 from .resnet import Parts, ResNet8
 
 N_FIX = 8  # fixed input channels (conv) or inputs (linear) per output unit
