@@ -34,7 +34,7 @@ from ..recipe import Recipe
 from ..records import MemberResult
 from .common import Resident, device_label, fit, measure, new_member, resident, train_epoch
 from .grouped import check_impl
-from .resident import resident_batches, train_member
+from .single import resident_batches, train_member
 
 ENGINES = ("auto", "resident", "packed", "ffcv")
 
