@@ -49,8 +49,8 @@ def explain(e: BaseException) -> tuple[int, str]:
 
     if isinstance(e, SweepFailed):
         return 1, str(e)
-    if isinstance(e, (ValueError, TypeError)):
-        return 2, str(e)
+    if isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError)):
+        return 2, str(e)  # bad input: a value, or a path that is not what it must be
     if isinstance(e, OSError):
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         return 1, f"{e.strerror or e}{where}; nothing half-written is visible to readers, rerun once fixed"
