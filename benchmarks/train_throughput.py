@@ -21,7 +21,7 @@ members per pack at 64 members; --accuracy-epochs 25 fills the packs (and depart
 
   GPU, everything:  python benchmarks/train_throughput.py --compile --accuracy
   CPU smoke run:    python benchmarks/train_throughput.py --batch 32 --steps 3 --packs 2,4
-  GPU session:      benchmarks/gpu_session.sh runs this in phases within one device call
+  GPU session:      benchmarks/gpu_session.sh runs this in steps within one device call
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import torch
 
 from zoo import load_cifar10, sample_member
 from zoo.data import Cifar10, DataError
-from zoo.train.grouped import IMPLS, check_impl
+from zoo.train.grouped import IMPLS, check_impl, fused_unavailable
 from zoo.train.packed import Pack
 from zoo.recipe import Recipe
 from zoo.train import device_label, new_member, resident, resident_batches, train_epoch, train_members
@@ -87,12 +87,14 @@ def ffcv_epoch(data, res, recipe: Recipe, family: str, device, beton_dir: str):
     return solo_epoch(res, recipe, family, device, lambda seed, epoch: ffcv_batches(loader, seed, epoch))
 
 
-def pack_epoch(res, recipe: Recipe, family: str, n: int, compiled: bool, impl: str):
-    """(run_epoch, note) for a pack of n members; the note says whether compilation held."""
-    pack = Pack([sample_member(0, i, family) for i in range(n)], recipe, res, compile=compiled, impl=impl)
+def pack_epoch(res, recipe: Recipe, family: str, n: int, compiled: bool, impl: str, cuda_graph: bool = False):
+    """(run_epoch, note) for a pack of n members; the note says whether compilation held. Each
+    epoch draws the next on the background thread, as train_pack does."""
+    pack = Pack([sample_member(0, i, family) for i in range(n)], recipe, res, compile=compiled, impl=impl,
+                cuda_graph=cuda_graph)
     factors = np.full(recipe.steps_per_epoch(len(res.train_y)), 0.5)
     fell_back = "compile failed: eager fallback"
-    return (lambda epoch: pack.train_epoch(epoch, factors),
+    return (lambda epoch: pack.train_epoch(epoch, factors, next_epoch=epoch + 1),
             lambda: ("compiled" if pack.compiled is not None else fell_back) if compiled else "eager")
 
 
@@ -111,11 +113,12 @@ def measure_row(name: str, members: int, make_epoch, device, images: int, baseli
         return
     rate = members * images / seconds
     baseline[:] = baseline or [rate]
-    mem = f"{torch.cuda.max_memory_allocated(device) / 2**30:6.1f}" if device.type == "cuda" else "     -"
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    mem = f"{peak:6.1f}" if peak is not None else "     -"
     print(f"{name:<34} {rate:>12,.0f} {3600 * rate / MEMBER_IMAGES:>14,.0f} {rate / baseline[0]:>8.2f}x {mem}  "
           f"{note()}", flush=True)
     rows.append({"row": name, "members": members, "images_per_s": rate, "members_per_hour": 3600 * rate / MEMBER_IMAGES,
-                 "vs_baseline": rate / baseline[0], "note": note()})
+                 "vs_baseline": rate / baseline[0], "peak_gib": peak, "note": note()})
     saved(rows)
 
 
@@ -135,9 +138,9 @@ def throughput(args, data: Cifar10, device: torch.device, saved) -> list[dict]:
     for compiled in {"no": (False,), "yes": (False, True), "only": (True,)}[args.compile]:
         for n in args.packs:
             for impl in args.impls:
-                label = f"packed x{n} {impl}" + (" compiled" if compiled else "")
-                measure_row(label, n, lambda: pack_epoch(res, recipe, fam, n, compiled, impl), device, images,
-                            baseline, rows, saved)
+                label = f"packed x{n} {impl}" + (" compiled" if compiled else "") + (" graph" * args.cuda_graph)
+                measure_row(label, n, lambda: pack_epoch(res, recipe, fam, n, compiled, impl, args.cuda_graph), device,
+                            images, baseline, rows, saved)
     return rows
 
 
@@ -177,16 +180,20 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=512, help="images per step per member (default 512)")
     p.add_argument("--steps", type=int, default=20, help="steps per timed epoch (default 20)")
     p.add_argument("--packs", default="16,64,128", help="comma-separated pack sizes N (default 16,64,128)")
-    p.add_argument("--impls", default=",".join(IMPLS), help=f"packed forwards to time (default {','.join(IMPLS)})")
+    runnable = ",".join(i for i in IMPLS if i != "grouped_fused" or not fused_unavailable())
+    p.add_argument("--impls", default=runnable, help=f"packed forwards to time (default: those this machine runs, {runnable})")
     p.add_argument("--compile", nargs="?", const="yes", default="no", choices=["no", "yes", "only"],
                    help="also time packed rows under torch.compile (only: compiled rows alone); the "
                         "accuracy run compiles unless no")
     p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its algorithms per shape")
     p.add_argument("--skip-throughput", action="store_true", help="no throughput rows (with --accuracy)")
+    p.add_argument("--cuda-graph", action="store_true", help="packed rows replay their step as a CUDA graph")
     p.add_argument("--json", default=None, help="also write the rows and the hardware to this JSON file")
+    p.add_argument("--jsonl", default=None, help="also append each row, as measured, to this JSON-lines file")
     p.add_argument("--no-ffcv", dest="ffcv", action="store_false", help="skip the FFCV row")
     p.add_argument("--beton-dir", default=None, help="where .beton files are written (default a temporary folder)")
     p.add_argument("--data", default=None, help="CIFAR-10 root (default $SYMZOO_DATA); random images if absent")
+    p.add_argument("--synthetic", action="store_true", help="time on random images without looking for CIFAR-10")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
     p.add_argument("--accuracy", action="store_true", help="then train members to report test accuracy")
     p.add_argument("--accuracy-members", type=int, default=64, help="members per family (default 64)")
@@ -199,27 +206,39 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
+def load_data(args) -> Cifar10:
+    """CIFAR-10 from --data, or random images (--synthetic, or no copy found and no --accuracy)."""
+    if args.synthetic:
+        return synthetic(args.steps * args.batch)
+    try:
+        return load_cifar10(args.data)
+    except DataError as e:
+        if args.accuracy:
+            raise
+        print(f"no CIFAR-10 ({str(e).splitlines()[0][:80]}...): timing on random images")
+        return synthetic(args.steps * args.batch)
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device = torch.device(args.device)
-    try:
-        data = load_cifar10(args.data)
-    except DataError as e:
-        if args.accuracy:
-            raise
-        print(f"no CIFAR-10 ({str(e).splitlines()[0][:80]}...): timing on random images")
-        data = synthetic(args.steps * args.batch)
+    data = load_data(args)
     hardware = f"{describe()}, {torch.get_num_threads()} torch threads, training on {device_label(device)}"
     print(f"hardware: {hardware}\ndata: {data.identity['name']}; batch {args.batch}/member, {args.steps} timed "
           f"steps after a warm-up epoch; family {args.family}; cudnn.benchmark {args.cudnn_benchmark}\n", flush=True)
+    context = {"hardware": hardware, "torch": torch.__version__, "batch": args.batch, "family": args.family,
+               "data": data.identity["name"], "cudnn_benchmark": args.cudnn_benchmark}
+
     def saved(rows):
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"hardware": hardware, "torch": torch.__version__, "batch": args.batch,
-                           "cudnn_benchmark": args.cudnn_benchmark, "rows": rows}, f, indent=1)
+                json.dump({**context, "rows": rows}, f, indent=1)
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps({**context, **rows[-1]}) + "\n")
 
     if not args.skip_throughput:
         throughput(args, data, device, saved)

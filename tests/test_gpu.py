@@ -1,22 +1,28 @@
-"""The packed engine on a CUDA GPU: the CPU tests of test_train.py, repeated where it runs fastest.
+"""The packed engine on a CUDA GPU: the CPU tests of test_train.py, repeated where it runs fastest,
+and what only a GPU has (CUDA-graph replay, the memory estimate against a measured peak).
 
-Skipped without CUDA (CI has none). On a lent GPU, `bash benchmarks/gpu_session.sh` runs them
-first. fp32 comparisons run with TF32 off and deterministic cuDNN, so they test the code, not the
-tensor cores' rounding.
+Skipped without CUDA (CI has none). On a lent GPU, `bash benchmarks/gpu_session.sh` runs them.
+fp32 comparisons run with TF32 off and deterministic cuDNN, so they test the code, not the
+tensor cores' rounding. A fresh GPU machine has no CIFAR-10 copy: then the tests train on
+learnable synthetic images (`learnable_images`), which is all the engine's tests need.
 """
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from zoo import build, init_weights, sample_member
+from zoo import build, init_weights, load_cifar10, sample_member
 from zoo.train.vmap import packed_forward, stack_params
 from zoo.train.grouped import IMPLS, grouped_forward, grouped_net
 from zoo.layout import flatten
-from zoo.train.packed import Pack, train_pack
+from zoo.data import Cifar10
+from zoo.train.packed import PACK_SIZES, Pack, auto_pack_size, estimate_peak_bytes, train_pack
 from zoo.recipe import Recipe
 from zoo.train import resident, resident_batches, train_member
+from conftest import MATERIALIZE
 from test_train import displacement_error, members
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -24,6 +30,26 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 FP32 = Recipe(batch_size=64, n_train=512, n_test=256, epochs=2, warmup_epochs=0.5, checkpoints=(0, 2),
               precision="fp32")
 BF16 = dataclasses.replace(FP32, batch_size=256, n_train=4096, precision="auto")  # auto = bf16 on cuda
+
+
+def learnable_images(n_train: int = 5000, n_test: int = 1000) -> Cifar10:
+    """Each class a fixed random picture, each image its class's picture under noise: a ResNet-8
+    learns it within an epoch."""
+    rng = np.random.default_rng(0)
+    pictures = rng.integers(0, 256, (10, 3, 32, 32))
+    y = rng.integers(0, 10, n_train + n_test)
+    x = (0.6 * pictures[y] + 0.4 * rng.integers(0, 256, (len(y), 3, 32, 32))).astype(np.uint8)
+    return Cifar10(x[:n_train], y[:n_train], x[n_train:], y[n_train:],
+                   {"sha256": "learnable-synthetic", "official": False, "name": "learnable synthetic images"})
+
+
+@pytest.fixture(scope="module")
+def cifar(request):
+    """CIFAR-10 where a copy is at hand (conftest's fixture), else `learnable_images`."""
+    root = os.environ.get("SYMZOO_DATA")
+    if (root and (Path(root) / "cifar-10-batches-py" / "test_batch").exists()) or MATERIALIZE.exists():
+        return load_cifar10(request.getfixturevalue("cifar_root"))
+    return learnable_images()
 
 
 @pytest.fixture(autouse=True)
@@ -88,3 +114,36 @@ def test_compiled_pack_matches_eager_on_cuda(cifar, impl):
     torch.testing.assert_close(compiled[0], eager[0], rtol=2e-2, atol=2e-2)
     rel = (compiled[1] - eager[1]).norm(dim=1) / eager[1].norm(dim=1)
     assert (rel < 5e-2).all(), rel
+
+
+def test_cuda_graph_replay_trains_as_eager_and_masks_divergence(cifar):
+    """The captured step reads every per-step value from device tensors: replaying it trains as
+    the eager loop does, a diverging member included."""
+    cfgs = members("w_asym")
+    cfgs[1] = dataclasses.replace(cfgs[1], lr=1e6, weight_decay=0.1, member_id="")
+    eager = train_pack(cfgs, cifar, FP32, device="cuda", impl="grouped")
+    graph = train_pack(cfgs, cifar, FP32, device="cuda", impl="grouped", cuda_graph=True)
+    assert [g.status for g in graph] == [e.status for e in eager] == ["ok", "diverged", "ok"]
+    assert graph[1].diverged_epoch == eager[1].diverged_epoch
+    for e, g in zip(eager, graph):
+        np.testing.assert_array_equal(g.params_init, e.params_init)
+        if e.status == "ok":
+            assert displacement_error(e, g) < 1e-3
+            assert sorted(g.checkpoints) == sorted(e.checkpoints)
+
+
+def test_memory_estimate_bounds_the_measured_peak(cifar):
+    """packed.estimate_peak_bytes (saved activations measured on the CPU) against one step's peak."""
+    n, b = 8, 256
+    recipe = Recipe(batch_size=b, n_train=b, n_test=b)  # bf16 autocast, as the sweep trains
+    res = resident(cifar, recipe, "cuda")
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    pack = Pack([sample_member(0, i) for i in range(n)], recipe, res, impl="grouped")
+    pack.train_epoch(0, [0.5])
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    estimate = estimate_peak_bytes("standard", n, b, n_train=b)
+    assert 0.3 * estimate < peak < estimate, (peak / 2**20, estimate / 2**20)
+    assert auto_pack_size("cuda", "standard", 512) in PACK_SIZES

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from zoo import build, init_weights, sample_member
-from zoo.train.augment import FILL, augment, draw_epoch, epoch_order
+from zoo.train.augment import FILL, DrawPrefetcher, PackDraws, augment, draw_epoch, epoch_order
 from zoo.train.evaluate import normalize
 from zoo.train.vmap import packed_forward, stack_params, unstack_params
 from zoo.train.grouped import grouped_forward, grouped_net
 from zoo.layout import flatten, trainable_masks
-from zoo.train.packed import Pack, adamw_, split_packs, train_pack
+from zoo.train.packed import (ADAM_BETAS, ADAM_EPS, LaggedFlag, Pack, activation_bytes, adamw_, auto_pack_size, estimate_peak_bytes,
+                              split_packs, train_pack)
 from zoo.recipe import Recipe
 from zoo.records import METRICS
 from zoo.train import resident, resident_batches, train_member, train_members
@@ -115,6 +116,30 @@ def test_resident_batches_follow_the_addressed_order(cifar):
     assert torch.equal(torch.cat([y for _, y in batches]), res.train_y[order])
 
 
+def test_prefetched_pack_draws_are_the_members_draws():
+    """The background thread's compact buffers hold draw_epoch's values bit for bit, whichever
+    epoch was prefetched (a prefetch of another epoch is dropped, not returned)."""
+    r, seeds, n = Recipe(batch_size=10, translate=16, cutout=1), [3, 9, 3], 57
+    pre = DrawPrefetcher(seeds, n, r, torch.device("cpu"))
+    dst = PackDraws.empty(3, 5, 10, host=False)
+    for fetch, epoch in ((None, 0), (1, 1), (5, 2), (None, 2)):
+        if fetch is not None:
+            pre.prefetch(fetch)
+        pre.copy_into(dst, epoch)
+        want = [draw_epoch(s, epoch, n, r) for s in seeds]
+        for field, got in zip(("order", "flip", "shift", "corner"), dst.tensors()):
+            assert got.dtype == (torch.bool if field == "flip" else torch.int64)
+            assert torch.equal(got, torch.stack([getattr(w, field) for w in want])), (field, epoch)
+    assert dst.shift.max() == 32  # 2 * translate survives the uint8 host buffer
+
+
+def test_lagged_flag_reads_one_push_late():
+    flag = LaggedFlag()
+    assert flag.push(torch.tensor(False)) is True  # nothing before
+    assert flag.push(torch.tensor(True)) is False
+    assert flag.push(torch.tensor(True)) is True
+
+
 # --- packed == separate ----------------------------------------------------------------------
 
 def test_stacked_adamw_matches_torch_adamw():
@@ -134,6 +159,40 @@ def test_stacked_adamw_matches_torch_adamw():
         torch.testing.assert_close(p[i], q.detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_adamw_takes_its_step_as_a_device_tensor():
+    """A float64 step tensor (what a CUDA graph replays) gives, bit for bit, the update with the
+    bias corrections as Python numbers (how the packed path computed them before)."""
+    (b1, b2), gen = ADAM_BETAS, torch.Generator().manual_seed(3)
+    lr, wd = torch.tensor([0.1, 1e-3]), torch.tensor([1e-2, 0.0])
+    p, m, v = torch.randn(2, 40, generator=gen), torch.zeros(2, 40), torch.zeros(2, 40)
+    q, mq, vq = p.clone(), m.clone(), v.clone()
+    t = torch.zeros((), dtype=torch.float64)
+    for step in range(1, 300):
+        g = torch.randn(2, 40, generator=gen)
+        t += 1
+        adamw_(p, g, m, v, lr=lr, wd=wd, step=t)
+        q.mul_(1 - lr[:, None] * wd[:, None])
+        mq.lerp_(g, 1 - b1)
+        vq.mul_(b2).addcmul_(g, g, value=1 - b2)
+        q.sub_(lr[:, None] / (1 - b1**step) * (mq / (vq.sqrt() / (1 - b2**step) ** 0.5).add_(ADAM_EPS)))
+    for a, b in ((p, q), (m, mq), (v, vq)):
+        assert torch.equal(a, b)
+
+
+def test_parameter_views_backward_is_one_concatenation(cifar):
+    """The [N, F] gradient comes from one split's backward, not a zero-filled buffer per view."""
+    pack = Pack(members("standard", 2), TINY, resident(cifar, TINY, "cpu"))
+    views = pack.views(pack.buf.detach().requires_grad_(True))
+    assert len(views) == 29
+    for v in views.values():  # view <- split_with_sizes <- buf; slicing would show SliceBackward
+        assert "SplitWithSizes" in type(v.grad_fn.next_functions[0][0]).__name__
+
+
+def test_cuda_graph_is_refused_off_cuda(cifar):
+    with pytest.raises(ValueError, match="cuda_graph=True: .*cuda device"):
+        Pack(members("standard", 1), TINY, resident(cifar, TINY, "cpu"), cuda_graph=True)
+
+
 @pytest.mark.parametrize("family", ["standard", "w_asym"])
 def test_packed_gradients_match_single_members(cifar, family):
     cfgs = members(family)
@@ -143,7 +202,7 @@ def test_packed_gradients_match_single_members(cifar, family):
     losses, grad = pack.loss_and_grad(torch.stack([x for x, _ in first]), torch.stack([y for _, y in first]))
     grad = unstack_params(pack.net, pack.views(grad))
     for i, (c, (x, y)) in enumerate(zip(cfgs, first)):
-        net = init_weights(build(family), c.seed)
+        net = TINY.init_weights(build(family), c)
         loss = torch.nn.functional.cross_entropy(net(normalize(x)), y, label_smoothing=c.label_smoothing)
         loss.backward()
         masks = trainable_masks(net)
@@ -253,6 +312,48 @@ def test_diverging_member_is_masked_and_its_pack_mates_finish(cifar, separate):
     assert np.isfinite(alone.params_final).all()
 
 
+def test_a_pack_whose_members_all_diverge_stops_and_keeps_their_last_finite_state(cifar, monkeypatch):
+    """The all-diverged check is read an epoch late (LaggedFlag): the pack stops after one more
+    epoch, which changes nothing, and well before its last."""
+    r = dataclasses.replace(TINY, epochs=4, checkpoints=(0, 1, 2, 3, 4))
+    cfgs = [dataclasses.replace(c, lr=1e6, weight_decay=0.1, member_id="") for c in members("standard", 2)]
+    trained = []
+    train_epoch = Pack.train_epoch
+    monkeypatch.setattr(Pack, "train_epoch", lambda self, epoch, *a, **k: (trained.append(epoch),
+                                                                           train_epoch(self, epoch, *a, **k)))
+    packed = train_pack(cfgs, cifar, r)
+    assert trained == list(range(max(pk.diverged_epoch for pk in packed) + 2))
+    for cfg, pk in zip(cfgs, packed):
+        alone = train_member(cfg, cifar, r)
+        assert pk.status == alone.status == "diverged" and pk.diverged_epoch == alone.diverged_epoch
+        assert np.isfinite(pk.params_final).all() and all(e <= pk.diverged_epoch for e in pk.checkpoints)
+
+
+# --- memory: the pack size that fits ---------------------------------------------------------
+
+def test_activation_estimate_is_per_image_and_grows_with_precision():
+    fp32, bf16 = activation_bytes("standard", "grouped", None), activation_bytes("standard", "grouped")
+    assert 0.5e6 < bf16 < fp32 < 2e6  # about 1 MB of saved activations per 32x32 image in a ResNet-8
+    assert activation_bytes("w_asym", "grouped", None) == pytest.approx(fp32, rel=0.05)  # same activations
+    peaks = [estimate_peak_bytes("standard", n, 512) for n in (8, 16, 32)]
+    assert peaks[0] < peaks[1] < peaks[2] and peaks[2] - peaks[1] == pytest.approx(2 * (peaks[1] - peaks[0]), rel=0.01)
+    with pytest.raises(ValueError, match="impl"):
+        activation_bytes("standard", "fused")
+
+
+def test_auto_pack_size_is_the_largest_size_that_fits():
+    est = {n: estimate_peak_bytes("standard", n, 512) for n in (8, 16, 32, 64, 128)}
+    assert auto_pack_size("cpu", "standard", 512, free_bytes=est[64]) == 64
+    assert auto_pack_size("cpu", "standard", 512, free_bytes=est[64] - 1) == 32
+    assert auto_pack_size("cpu", "standard", 512, (8, 128), free_bytes=est[64]) == 8
+    assert auto_pack_size("cpu", "standard", 512, free_bytes=10 * est[128]) == 128
+    assert auto_pack_size("cpu", "standard", 512) in (8, 16, 32, 64, 128)  # this host's free memory
+    with pytest.raises(ValueError, match="GiB free"):
+        auto_pack_size("cpu", "standard", 512, free_bytes=est[8] - 1)
+    with pytest.raises(ValueError, match="sizes"):
+        auto_pack_size("cpu", "standard", 512, (0, 8), free_bytes=est[128])
+
+
 # --- determinism and the engine front --------------------------------------------------------
 
 def digest(result) -> str:
@@ -324,7 +425,7 @@ def test_compiled_packs_share_code_without_recompiling(cifar, monkeypatch):
     device), and a worker may hold a version per family, forward and size (RECOMPILES)."""
     import torch._dynamo.config as dynamo
 
-    from zoo import evaluate
+    from zoo.train import evaluate
     from zoo.train.packed import RECOMPILES
 
     monkeypatch.setattr(evaluate, "_MEAN_STD", {})  # as in a fresh worker, whatever ran before

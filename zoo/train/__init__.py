@@ -41,11 +41,11 @@ ENGINES = ("auto", "resident", "packed", "ffcv")
 
 def train_members(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_seed: int = 0, device="cpu",
                   engine: str = "auto", pack_size: int = 64, compile: bool = False, impl: str = "vmap",
-                  beton_dir=None) -> list[MemberResult]:
+                  cuda_graph: bool = False, beton_dir=None) -> list[MemberResult]:
     """Train members of one family; results in the order of `cfgs`.
 
     engine: "resident" (one at a time), "packed" (packs of at most `pack_size` members of equal
-    epoch count, optionally torch.compile'd, forward `impl` "vmap" or "grouped": `zoo.train.grouped`),
+    epoch count, optionally torch.compile'd or replayed as a CUDA graph, forward `impl`: `zoo.train.grouped`),
     "ffcv" (FFCV Loader batches; .beton files cached in `beton_dir`), "auto" = packed on cuda,
     resident elsewhere.
     """
@@ -63,7 +63,7 @@ def train_members(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, as
         from .packed import train_packs  # imported on use: torch.compile set-up
 
         return train_packs(cfgs, data, recipe, asym_seed=asym_seed, device=device, pack_size=pack_size,
-                           compile=compile, impl=impl)
+                           compile=compile, impl=impl, cuda_graph=cuda_graph)
     if engine == "ffcv":
         from .ffcv import train_member_ffcv  # needs ffcv, an optional dependency
 
