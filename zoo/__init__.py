@@ -9,7 +9,9 @@ Public API:
     sample_member(zoo_seed, index, family) -> MemberConfig   paper Table 8, pure
     load_cifar10(root=None, download=False) -> Cifar10
     open_zoo(path) -> zoo.store.Zoo                read a model zoo from the weight store
+    align(weights, reference, family) -> [n, P]    weight matching (Git Re-Basin) to one reference
 """
+from .alignment import align
 from .data import Cifar10, DataError, load_cifar10
 from .layout import Layout, TensorSpec, flatten, layout, unflatten
 from .members import MemberConfig, sample_member
@@ -17,6 +19,6 @@ from .families import FAMILIES, build, init_weights
 from .store import open_zoo
 
 __all__ = [
-    "FAMILIES", "Cifar10", "DataError", "Layout", "MemberConfig", "TensorSpec", "build", "flatten",
+    "FAMILIES", "Cifar10", "align", "DataError", "Layout", "MemberConfig", "TensorSpec", "build", "flatten",
     "init_weights", "layout", "load_cifar10", "open_zoo", "sample_member", "unflatten",
 ]

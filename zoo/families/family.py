@@ -6,6 +6,8 @@ from typing import Callable
 
 from torch import nn
 
+from .symmetry import RESNET8, PermutationSpec
+
 
 @dataclass(frozen=True)
 class Family:
@@ -14,6 +16,7 @@ class Family:
     build: Callable[[int], nn.Module]  # asym_seed -> a fresh network; fixed pieces addressed by the seed
     options: dict = field(default_factory=dict)  # settings of the fixed pieces, recorded in each zoo's manifest
     symmetric: bool = True  # hidden-channel permutations leave the function unchanged (zoo.families.symmetry)
+    permutations: PermutationSpec = RESNET8  # channel spaces and the axes of every tensor they act on
     companion_init: str = "kaiming_normal"  # the companion code's trainable-weight init: kaiming_normal | torch_default
 
     @property
