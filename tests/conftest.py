@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Every Ray the tests start binds to 127.0.0.1 (Ray's loopback-only mode). conftest loads before
+# any test module, so this is set before anything imports ray; subprocesses inherit it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 MATERIALIZE = REPO.parent / "shared" / "data" / "cifar10" / "materialize.py"
 
