@@ -10,9 +10,10 @@ stage) and timed separately as "featurize".
 
 DeepSets is the heavy one: phi's activations are [128, 78,042, 64] floats, 2.6 GB each. The
 stage computes phi in closed form (ScalarPhi) and sums it in chunks of 8,192 elements under
-torch.utils.checkpoint (metanets/deepsets.py). The "naive" variant is the textbook
-Linear-LN-ReLU over all elements at once; it is compared with the chunked one at a batch small
-enough for the naive one to fit (--naive-batch, default 16), and the ratio is printed.
+torch.utils.checkpoint (metanets/deepsets.py; a stage config sets another chunk with
+`metanet_options: {deepsets: {chunk: N}}`: memory changes, results do not). The "naive" variant
+is the textbook Linear-LN-ReLU over all elements at once; it is compared with the chunked one at
+a batch small enough for the naive one to fit (--naive-batch, default 16), and the ratio is printed.
 Inputs are seeded random numbers: the speed does not depend on their values.
 
     python benchmarks/metanets_speed.py [--members 1000] [--device auto] [--threads 2]

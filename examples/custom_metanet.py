@@ -4,7 +4,9 @@
 
 The custom metanetwork here, `NormNet`, predicts test accuracy from the L2 norm of every
 parameter tensor: a permutation-invariant feature set of 29 numbers. It plugs into symzoo's
-metanetwork training loop by subclassing `metanets.Metanet` and registering a name.
+metanetwork training loop by subclassing `metanets.Metanet` and registering a `MetanetSpec` (in
+the package, that record sits at the end of the metanetwork's file, and `metanets/registry.py`
+lists it; here `metanets.register` adds it at run time).
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ import metanets
 import zoo
 
 
+HIDDEN = 64
+
+
 class NormNet(metanets.Metanet):
     """Per-tensor L2 norms -> MLP. Invariant to hidden-channel permutations, like StatNN."""
 
-    def __init__(self, layout, hidden: int = 64):
+    def __init__(self, layout, *, hidden: int = HIDDEN):
         super().__init__(layout)
         sizes = [t.size for t in self.layout.tensors if t.size > 0]  # W-Asym's stem is all fixed
         self.head = nn.Sequential(nn.Linear(len(sizes), hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -29,6 +34,10 @@ class NormNet(metanets.Metanet):
         x = super().featurize(x)
         parts = self.layout.split(x)  # {tensor name: [B, size]}
         return torch.stack([p.norm(dim=1) for t, p in zip(self.layout.tensors, parts.values()) if t.size > 0], 1)
+
+
+SPEC = metanets.MetanetSpec(name="normnet", display="NormNet", build=NormNet, options={"hidden": HIDDEN},
+                            invariant=True)
 
 
 def main() -> None:
@@ -62,7 +71,7 @@ def main() -> None:
           f"head.weight of member 0 has {per_tensor['head.weight'][0].size} trainable entries\n")
 
     # 4. your own metanetwork, trained by the paper's protocol loop (AdamW, MSE, best-val epoch)
-    metanets.registry.METANETS["normnet"] = NormNet
+    metanets.register(SPEC)
     targets = members.set_index("member_id").loc[ids, "test_acc"].to_numpy()
     data = metanets.prepare(weights, targets, ids, layout, family=args.family)
     feats = metanets.featurize_all(metanets.build("normnet", layout), data.x, torch.device("cpu"))

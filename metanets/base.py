@@ -8,15 +8,53 @@ order, to predictions [B]. It does so in two steps:
     head(f [B, F]) -> [B, 1]        everything that learns
 
 Only StatNN has a non-trivial `featurize` (its 7 statistics per tensor); the others pass x on.
+
+Each metanetwork's file ends with a `MetanetSpec`: its name, its display name and its options
+(keyword arguments of its constructor, with their defaults). `metanets.registry` lists the specs;
+the stage, the tables and the run records read them, so a metanetwork lives in one file.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
 
 from zoo.layout import Layout
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetanetSpec:
+    name: str  # key in configs, run records and output paths, e.g. "deepsets"
+    display: str  # row label in Table 3 and the plots, e.g. "DeepSets"
+    build: Callable[..., "Metanet"]  # (layout, **options) -> a fresh metanetwork
+    options: dict = field(default_factory=dict)  # option -> default, every keyword `build` takes
+    memory_only: frozenset = frozenset()  # options that trade memory for time, never the result
+    invariant: bool = False  # exactly invariant to hidden-channel permutations (tests/test_metanets.py checks)
+
+    def __post_init__(self):
+        object.__setattr__(self, "memory_only", frozenset(self.memory_only))
+        unknown = sorted(self.memory_only - set(self.options))
+        if unknown:
+            raise ValueError(f"{self.name}.memory_only={unknown}: not among its options {sorted(self.options)}")
+
+    def check_options(self, given: dict) -> dict:
+        """`given` over the defaults; an unknown option is a ValueError naming the allowed ones."""
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            raise ValueError(f"options of metanet {self.name!r}: unknown {unknown}; allowed: {sorted(self.options)}")
+        for key, value in given.items():  # ranges are the constructor's to check; types are checked here, early
+            default = self.options[key]
+            if type(value) is not type(default) and not (type(default) is float and type(value) is int):
+                raise ValueError(f"options.{self.name}.{key}={value!r}: must be of type {type(default).__name__}, "
+                                 f"as its default {default!r}")
+        return {**self.options, **given}
+
+    def result_options(self, given: dict) -> dict:
+        """The options that can change a run's result, which its key hashes (its record holds them all)."""
+        return {k: v for k, v in self.check_options(given).items() if k not in self.memory_only}
 
 
 def as_layout(layout) -> Layout:

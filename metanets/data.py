@@ -1,7 +1,7 @@
-"""A family's metanetwork data set in memory: usable members, a fixed split, standardization.
+"""A family's metanetwork data set in memory: usable members, a fixed split, preprocessing.
 
 Everything here works on plain arrays (weights [n, P] float32, targets [n], member ids [n]) and
-a layout; `metanets.store` is the thin loader that fills them from a weight store.
+a layout; `metanets.loader` is the thin link that fills them from a weight store.
 
 Exclusion policy: a member is unusable when its status is not "ok" (diverged in training), or its
 target or any of its weights is not finite. Unusable members are dropped before the split and
@@ -16,11 +16,16 @@ the cut sizes are exact even for a 40-member zoo (hash buckets would only be rig
 A member can change side only when the set of usable members changes, and then the zoo
 fingerprint, part of every run's key, changes too, so no result mixes two splits.
 
-Standardization, fitted on the train split only: targets to zero mean and unit variance; inputs
-per parameter tensor, one mean and one standard deviation over every train member's entries of
-that tensor. Per-tensor (not per-coordinate) scaling keeps DeepSets and StatNN exactly invariant
-to hidden-channel permutations, while putting norm gains (near 1) and conv weights (near 0.1) on
-one scale.
+Preprocessing, two independent choices (INPUTS, TARGETS), fitted on the train split only:
+- inputs "standardized": per parameter tensor, one mean and one standard deviation over every
+  train member's entries of that tensor. Per-tensor (not per-coordinate) scaling keeps DeepSets
+  and StatNN exactly invariant to hidden-channel permutations, while putting norm gains (near 1)
+  and conv weights (near 0.1) on one scale. "raw": the weights as trained, as the companion code
+  feeds them.
+- targets "standardized": zero mean and unit variance. "fraction": the target as stored, which
+  for an accuracy is a fraction in [0, 1], as the companion's test_acc / 100 (it stores percent).
+R^2 and Kendall tau are computed in target units either way; what changes is the training: the
+MSE's scale (so AdamW's effective step against its weight decay) and where the output starts.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ from .base import as_layout
 
 TRAIN_FRAC, VAL_FRAC = 0.5, 0.25  # paper E.3: 50 / 25 / 25
 MIN_SPLIT = 2  # R^2 and Kendall tau need at least 2 members in a split
+INPUTS = ("standardized", "raw")  # input preprocessing (module docstring)
+TARGETS = ("standardized", "fraction")  # target preprocessing; "fraction" for accuracy targets only
 ROWS = 256  # members per chunk when scanning [n, P] matrices (78,042 x 256 x 8 B = 160 MB)
 
 
@@ -98,29 +105,52 @@ def _tensor_sums(x: np.ndarray, rows: np.ndarray, layout: Layout, power: int) ->
     return np.array([cum[t.offset + t.size] - cum[t.offset] for t in layout.tensors])
 
 
+def check_preprocessing(inputs: str, targets: str, target: str = "test_acc") -> None:
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs={inputs!r}: must be one of {INPUTS}")
+    if targets not in TARGETS:
+        raise ValueError(f"targets={targets!r}: must be one of {TARGETS}")
+    if targets == "fraction" and not target.endswith("_acc"):
+        raise ValueError(f"targets='fraction' with target={target!r}: 'fraction' is for accuracy targets "
+                         "(train_acc, test_acc); use 'standardized'")
+
+
+def _tensor_moments(x: np.ndarray, rows: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """[T] per-tensor mean and std of x over `rows` and each tensor's entries (std 1 where zero)."""
+    safe = np.maximum(np.array([len(rows) * t.size for t in layout.tensors], dtype=np.float64), 1)
+    mean = _tensor_sums(x, rows, layout, 1) / safe
+    var = np.maximum(_tensor_sums(x, rows, layout, 2) / safe - mean**2, 0)
+    return mean, np.where(var > 0, np.sqrt(var), 1.0)
+
+
 @dataclass(frozen=True)
 class Standardizer:
     layout: Layout  # the family's layout; one input mean/std per tensor
-    x_mean: np.ndarray  # [T] float64 per-tensor mean over train members and entries
-    x_std: np.ndarray  # [T] float64 per-tensor std (1 where a tensor is constant or empty)
-    y_mean: float  # train-target mean
-    y_std: float  # train-target std (1 if the train targets are constant)
+    x_mean: np.ndarray  # [T] float64 per-tensor mean over train members and entries (0 for raw inputs)
+    x_std: np.ndarray  # [T] float64 per-tensor std (1 where a tensor is constant or empty, or inputs are raw)
+    y_mean: float  # train-target mean (0 for fraction targets)
+    y_std: float  # train-target std (1 if the train targets are constant, or targets are fractions)
+    inputs_rule: str = "standardized"  # one of INPUTS
+    targets_rule: str = "standardized"  # one of TARGETS
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, layout, rows=None) -> Standardizer:
-        """Statistics of x [n, P] and y [n] over `rows` (the train split; default all rows)."""
+    def fit(cls, x: np.ndarray, y: np.ndarray, layout, rows=None, *, inputs_rule: str = "standardized",
+            targets_rule: str = "standardized") -> Standardizer:
+        """Statistics of x [n, P] and y [n] over `rows` (the train split; default all rows); the
+        identity for raw inputs and fraction targets."""
+        check_preprocessing(inputs_rule, targets_rule)
         layout = as_layout(layout)
         rows = np.arange(len(x)) if rows is None else np.asarray(rows)
-        count = np.array([len(rows) * t.size for t in layout.tensors], dtype=np.float64)
-        safe = np.maximum(count, 1)
-        mean = _tensor_sums(x, rows, layout, 1) / safe
-        var = np.maximum(_tensor_sums(x, rows, layout, 2) / safe - mean**2, 0)
-        std = np.where(var > 0, np.sqrt(var), 1.0)
-        y_std = float(np.std(y[rows]))
-        return cls(layout, mean, std, float(np.mean(y[rows])), y_std if y_std > 0 else 1.0)
+        n_tensors = len(layout.tensors)
+        mean, std = (_tensor_moments(x, rows, layout) if inputs_rule == "standardized"
+                     else (np.zeros(n_tensors), np.ones(n_tensors)))
+        y_mean, y_std = (0.0, 1.0) if targets_rule == "fraction" else (float(np.mean(y[rows])), float(np.std(y[rows])))
+        return cls(layout, mean, std, y_mean, y_std if y_std > 0 else 1.0, inputs_rule, targets_rule)
 
     def inputs(self, x: np.ndarray) -> np.ndarray:
-        """Standardize [n, P] float32 in place (row-chunked) and return it."""
+        """Standardize [n, P] float32 in place (row-chunked) and return it; raw inputs pass as they are."""
+        if self.inputs_rule == "raw":
+            return x
         sizes = [t.size for t in self.layout.tensors]
         shift = np.repeat(self.x_mean, sizes).astype(np.float32)
         scale = np.repeat(1.0 / self.x_std, sizes).astype(np.float32)
@@ -137,8 +167,8 @@ class Standardizer:
         return np.asarray(z, np.float64) * self.y_std + self.y_mean
 
     def to_json(self) -> dict:
-        return {"x_mean": self.x_mean.tolist(), "x_std": self.x_std.tolist(),
-                "y_mean": self.y_mean, "y_std": self.y_std}
+        return {"inputs": self.inputs_rule, "targets": self.targets_rule, "x_mean": self.x_mean.tolist(),
+                "x_std": self.x_std.tolist(), "y_mean": self.y_mean, "y_std": self.y_std}
 
 
 def fingerprint(member_ids, targets, n_params: int) -> str:
@@ -152,7 +182,7 @@ class FamilyData:
     family: str  # zoo family name
     layout: Layout  # the family's per-tensor layout, P = layout.size
     member_ids: np.ndarray  # [n] str, usable members only
-    x: np.ndarray  # [n, P] float32 inputs, standardized with train statistics
+    x: np.ndarray  # [n, P] float32 inputs, preprocessed by `scaler` (standardized with train statistics, or raw)
     y: np.ndarray  # [n] float64 targets in their own units (e.g. test accuracy in [0, 1])
     split: Split  # row indices of train / val / test
     scaler: Standardizer  # fitted on split.train
@@ -162,8 +192,9 @@ class FamilyData:
 
 def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, status=None,
             train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC, max_members: int = 0,
-            copy: bool = True) -> FamilyData:
-    """Apply the exclusion policy, split, fit the standardizer on train, standardize the inputs.
+            inputs_rule: str = "standardized", targets_rule: str = "standardized", copy: bool = True) -> FamilyData:
+    """Apply the exclusion policy, split, fit the preprocessing (`inputs_rule` of INPUTS,
+    `targets_rule` of TARGETS) on train, preprocess the inputs.
 
     `max_members` > 0 keeps the first that many usable members in sha256(member_id) order, a
     deterministic subsample for quick runs. `copy=False` hands `weights` over: when every row is
@@ -183,6 +214,6 @@ def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, st
     split = split_members(list(ids), train_frac=train_frac, val_frac=val_frac, family=family)
     in_place = not copy and len(rows) == len(weights) and weights.dtype == np.float32
     x = weights if in_place else np.asarray(weights[rows], dtype=np.float32)
-    scaler = Standardizer.fit(x, y, layout, rows=split.train)
+    scaler = Standardizer.fit(x, y, layout, rows=split.train, inputs_rule=inputs_rule, targets_rule=targets_rule)
     return FamilyData(family, layout, ids, scaler.inputs(x), y, split, scaler, excluded,
                       fingerprint(ids, y, layout.size))

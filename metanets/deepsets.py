@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import Metanet
+from .base import Metanet, MetanetSpec
 
 HIDDEN = 64  # width of phi and rho
 CHUNK = 8192  # set elements per chunk; 128 x 8192 x 64 floats = 268 MB per activation
@@ -99,3 +99,9 @@ class DeepSets(Metanet):
     def __init__(self, layout, *, hidden: int = HIDDEN, chunk: int = CHUNK):
         super().__init__(layout)
         self.head = nn.Sequential(Elements(), SetReadout(1, hidden, n_rho=2, chunk=chunk))
+
+
+# chunk only sets how much of phi is alive at once (module docstring): results are the same up to float
+# summation order, so a rerun with another chunk reuses the finished runs.
+SPEC = MetanetSpec(name="deepsets", display="DeepSets", build=DeepSets, options={"hidden": HIDDEN, "chunk": CHUNK},
+                   memory_only={"chunk"}, invariant=True)

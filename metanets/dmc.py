@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Metanet
+from .base import Metanet, MetanetSpec
 from .deepsets import SetReadout
 
 HIDDEN = 64  # channels of the last stages
@@ -60,3 +60,6 @@ class DMC(Metanet):
             raise ValueError(f"DMC needs at least {min_length(hidden)} parameters per member; "
                              f"this layout has {self.layout.size}")
         self.head = nn.Sequential(Conv(hidden), SetReadout(hidden, hidden, n_rho=1))
+
+
+SPEC = MetanetSpec(name="dmc", display="DMC", build=DMC, options={"hidden": HIDDEN})

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.records import METRICS
+from zoo.records import AT_CHANCE_ACC, METRICS
 
 from .data import FamilyData, prepare
-
-CHANCE_ACC = 0.11  # test accuracy at or below this is "chance level" (10 classes), counted, kept
 
 
 def open_store(path):
@@ -30,9 +28,11 @@ def check_target(target: str) -> str:
     return target
 
 
-def load_family(store, family: str, *, target: str = "test_acc", which: str = "final", **split) -> tuple[FamilyData, dict]:
-    """(data, info): the family's usable members, split and standardized (`split` takes
-    `prepare`'s train_frac, val_frac, max_members), and the counts for the stage manifest."""
+def load_family(store, family: str, *, target: str = "test_acc", which: str = "final",
+                **prepare_args) -> tuple[FamilyData, dict]:
+    """(data, info): the family's usable members, split and preprocessed (`prepare_args`: `prepare`'s
+    train_frac, val_frac, max_members, inputs_rule, targets_rule), and the counts for the stage manifest.
+    Members at chance accuracy (zoo.records.AT_CHANCE_ACC) are counted and kept."""
     columns = list(dict.fromkeys(["member_id", "status", "test_acc", check_target(target)]))
     members = store.members(columns, family=family).set_index("member_id")
     if members.empty:
@@ -40,11 +40,11 @@ def load_family(store, family: str, *, target: str = "test_acc", which: str = "f
     weights, ids = store.weights(family, which, status=None)
     rows = members.reindex(ids)
     data = prepare(weights, rows[target].to_numpy(np.float64), ids, store.layout(family), family=family,
-                   status=rows["status"].to_numpy(), copy=False, **split)
+                   status=rows["status"].to_numpy(), copy=False, **prepare_args)
     del weights
-    chance = members.loc[data.member_ids, "test_acc"].to_numpy() <= CHANCE_ACC
+    chance = members.loc[data.member_ids, "test_acc"].to_numpy() < AT_CHANCE_ACC
     info = {"members": int(len(members)), "usable": int(len(data.member_ids)), "excluded": data.excluded,
-            "chance_level": int(chance.sum()), "chance_level_rule": f"test_acc <= {CHANCE_ACC}",
+            "chance_level": int(chance.sum()), "chance_level_rule": f"test_acc < {AT_CHANCE_ACC}",
             "splits": data.split.sizes(), "fingerprint": data.fingerprint, "n_params": data.layout.size,
             "n_tensors": len(data.layout.tensors), "which": which, "target": target,
             "standardizer": data.scaler.to_json()}

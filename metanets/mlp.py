@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Metanet
+from .base import Metanet, MetanetSpec
 
 HIDDEN = 64
 
@@ -19,3 +19,6 @@ class MLP(Metanet):
         self.head = nn.Sequential(
             nn.Linear(self.layout.size, hidden), nn.ReLU(), nn.LayerNorm(hidden), nn.Linear(hidden, 1)
         )
+
+
+SPEC = MetanetSpec(name="mlp", display="MLP", build=MLP, options={"hidden": HIDDEN})

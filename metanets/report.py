@@ -1,7 +1,8 @@
 """Table 3 and the scatter plots, built from the runs' JSON records alone.
 
 `table3(runs)` reads the records of the final runs (phase "final") and returns a DataFrame:
-one row per metanetwork, columns (family, stat) with stat in r2_mean, r2_std, tau_mean, tau_std
+one row per metanetwork (plus one per extra row, e.g. "mlp (standardized inputs)": `row_of`),
+columns (family, stat) with stat in r2_mean, r2_std, tau_mean, tau_std
 (sample std, ddof=1, over the runs), runs (n) and lr (the chosen learning rate). The writers
 render that frame; nothing in a table is typed in. `paper_table3()` gives the paper's numbers in
 the same shape, for side-by-side reports.
@@ -17,7 +18,7 @@ from zoo.data import data_label
 from zoo.families import LABELS as FAMILY_NAMES
 from zoo.families import TEX_LABELS
 
-from .registry import METANETS
+from .registry import METANETS, display
 
 PAPER_TABLE3 = {  # THE PAPER'S numbers (Lim et al. 2024, Table 3; R^2 and tau, mean, std over 5 runs), not ours
     "mlp": {"standard": (-0.171, 0.11, 0.311, 0.02), "w_asym": (0.594, 0.12, 0.864, 0.01)},
@@ -25,7 +26,7 @@ PAPER_TABLE3 = {  # THE PAPER'S numbers (Lim et al. 2024, Table 3; R^2 and tau, 
     "deepsets": {"standard": (0.855, 0.01, 0.617, 0.03), "w_asym": (0.936, 0.00, 0.858, 0.00)},
     "statnn": {"standard": (0.976, 0.00, 0.866, 0.00), "w_asym": (0.978, 0.00, 0.935, 0.01)},
 }
-PAPER_LRS = {  # THE PAPER'S chosen learning rates (Table 9)
+PAPER_CHOSEN_LRS = {  # THE PAPER'S chosen learning rates (Table 9), out of metanets.train.LR_GRID
     "mlp": {"standard": 1e-4, "w_asym": 1e-4}, "dmc": {"standard": 1e-3, "w_asym": 5e-3},
     "deepsets": {"standard": 1e-2, "w_asym": 5e-3}, "statnn": {"standard": 1e-3, "w_asym": 1e-2},
 }
@@ -34,6 +35,26 @@ STATS = ("r2_mean", "r2_std", "tau_mean", "tau_std", "runs", "lr")
 
 def _ordered(names, order) -> list:
     return sorted(set(names), key=lambda n: (list(order).index(n) if n in order else len(order), n))
+
+
+def row_of(record: dict) -> str:
+    """A run's Table 3 row: its metanet, or the `row` the stage gave a run of an extra row
+    ("mlp (standardized inputs)"); records without one (older files) are their metanet's."""
+    return record.get("row") or record["metanet"]
+
+
+def _rows_ordered(records: list[dict]) -> list[str]:
+    """Rows in registry order, each metanet's extra rows right after it."""
+    base = {row_of(r): r["metanet"] for r in records}
+    order = list(METANETS)
+    return sorted(base, key=lambda row: (order.index(base[row]) if base[row] in order else len(order),
+                                         base[row], row != base[row], row))
+
+
+def label(row: str) -> str:
+    """Display name of a row: "mlp" -> "MLP", "mlp (raw inputs)" -> "MLP (raw inputs)"."""
+    name, space, rest = row.partition(" ")
+    return display(name) + space + rest
 
 
 def _cell(records: list[dict]) -> dict:
@@ -46,18 +67,30 @@ def _cell(records: list[dict]) -> dict:
 
 
 def table3(runs: list[dict]) -> pd.DataFrame:
-    """Final-run records -> rows metanet, columns (family, stat)."""
+    """Final-run records -> rows metanet (`row_of`), columns (family, stat)."""
     final = [r for r in runs if r.get("phase") == "final"]
     if not final:
         raise ValueError("table3: no final runs among the records")
-    metanets = _ordered([r["metanet"] for r in final], METANETS)
+    names = _rows_ordered(final)
     families = _ordered([r["family"] for r in final], FAMILY_NAMES)
     columns = pd.MultiIndex.from_product([families, STATS], names=["family", "stat"])
     rows = []
-    for m in metanets:
-        cells = {f: [r for r in final if r["metanet"] == m and r["family"] == f] for f in families}
+    for m in names:
+        cells = {f: [r for r in final if row_of(r) == m and r["family"] == f] for f in families}
         rows.append([(_cell(c) if c else dict.fromkeys(STATS, np.nan))[s] for f, c in cells.items() for s in STATS])
-    return pd.DataFrame(rows, index=pd.Index(metanets, name="metanet"), columns=columns, dtype=float)
+    frame = pd.DataFrame(rows, index=pd.Index(names, name="metanet"), columns=columns, dtype=float)
+    frame.attrs["preprocessing"] = _preprocessing(final)
+    return frame
+
+
+def _preprocessing(records: list[dict]) -> str:
+    """What the main rows were trained on, e.g. "raw inputs, fraction targets"; empty for records
+    older than the choice, or a mix. An extra row names its own inputs."""
+    main = {(r.get("inputs"), r.get("targets")) for r in records if row_of(r) == r["metanet"]}
+    if len(main) != 1 or None in next(iter(main)):
+        return ""
+    inputs, targets = main.pop()
+    return f"{inputs} inputs, {targets} targets"
 
 
 def paper_table3() -> pd.DataFrame:
@@ -66,13 +99,11 @@ def paper_table3() -> pd.DataFrame:
     for m, by_family in PAPER_TABLE3.items():
         for f, (r2, r2_sd, tau, tau_sd) in by_family.items():
             runs.append({"metanet": m, "family": f, "r2_mean": r2, "r2_std": r2_sd, "tau_mean": tau,
-                         "tau_std": tau_sd, "runs": 5, "lr": PAPER_LRS[m][f]})
+                         "tau_std": tau_sd, "runs": 5, "lr": PAPER_CHOSEN_LRS[m][f]})
     long = pd.DataFrame(runs).set_index(["metanet", "family"])
     frame = long.unstack("family").swaplevel(axis=1)
     frame = frame.reindex(columns=pd.MultiIndex.from_product([["standard", "w_asym"], STATS]))
     return frame.reindex(_ordered(frame.index, METANETS)).rename_axis(columns=["family", "stat"])
-
-DISPLAY = {"mlp": "MLP", "dmc": "DMC", "deepsets": "DeepSets", "statnn": "StatNN"}
 
 
 def _pm(frame, m, f, key) -> str:
@@ -90,17 +121,18 @@ def _caption(frame) -> str:
     parts = []
     for f in _families(frame):
         runs = sorted({int(v) for v in frame[(f, "runs")].dropna()})
-        lrs = ", ".join(f"{DISPLAY.get(m, m)} {frame.loc[m, (f, 'lr')]:g}" for m in frame.index
+        lrs = ", ".join(f"{label(m)} {frame.loc[m, (f, 'lr')]:g}" for m in frame.index
                         if np.isfinite(frame.loc[m, (f, "lr")]))
         parts.append(f"{FAMILY_NAMES.get(f, f)}: n = {'/'.join(map(str, runs))} runs; lr {lrs}")
-    return ("Test R^2 and Kendall tau at each run's best-validation epoch, mean ± std (ddof 1). "
-            + "; ".join(parts) + ".")
+    about = frame.attrs.get("preprocessing")
+    return ("Test R^2 and Kendall tau at each run's best-validation epoch, mean ± std (ddof 1)"
+            + (f"; metanetworks trained on {about}" if about else "") + ". " + "; ".join(parts) + ".")
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
     fams = _families(frame)
     head = ["metanet"] + [f"{FAMILY_NAMES.get(f, f)} {k}" for f in fams for k in ("R^2", "tau")]
-    rows = [[DISPLAY.get(m, m)] + [_pm(frame, m, f, k) for f in fams for k in ("r2", "tau")] for m in frame.index]
+    rows = [[label(m)] + [_pm(frame, m, f, k) for f in fams for k in ("r2", "tau")] for m in frame.index]
     lines = ["| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *rows]]
     return "\n".join(lines) + "\n\n" + _caption(frame) + "\n"
 
@@ -113,7 +145,7 @@ def to_latex(frame: pd.DataFrame) -> str:
              " & " + " & ".join(r"$R^2$ & $\tau$" for _ in fams) + r" \\", r"\midrule"]
     for m in frame.index:
         cells = [tex(_pm(frame, m, f, k)) for f in fams for k in ("r2", "tau")]
-        lines.append(" & ".join([DISPLAY.get(m, m), *cells]) + r" \\")
+        lines.append(" & ".join([label(m), *cells]) + r" \\")
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
@@ -142,18 +174,18 @@ def scatter(runs: list[dict], path: Path, data: dict | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     first = [r for r in runs if r.get("phase") == "final" and r.get("index") == 0]
-    metanets = _ordered([r["metanet"] for r in first], METANETS)
+    metanets = _rows_ordered(first)
     families = _ordered([r["family"] for r in first], FAMILY_NAMES)
     fig, axes = plt.subplots(len(metanets), len(families), figsize=(3.2 * len(families), 3.0 * len(metanets)),
                              squeeze=False, constrained_layout=True)
     for (i, m), (j, f) in ((a, b) for a in enumerate(metanets) for b in enumerate(families)):
         ax = axes[i][j]
-        rec = next((r for r in first if r["metanet"] == m and r["family"] == f), None)
+        rec = next((r for r in first if row_of(r) == m and r["family"] == f), None)
         if rec is not None:
             _panel(ax, rec)
-        ax.set_title(f"{DISPLAY.get(m, m)} / {FAMILY_NAMES.get(f, f)}", fontsize=9)
-    label = data_label(data, width=int(14 * 3.2 * len(families)))  # ~14 characters of 9 pt text per inch
-    fig.suptitle(f"Test split, first final run of each metanetwork and family\n{label}", fontsize=9)
+        ax.set_title(f"{label(m)} / {FAMILY_NAMES.get(f, f)}", fontsize=9)
+    data_line = data_label(data, width=int(14 * 3.2 * len(families)))  # ~14 characters of 9 pt text per inch
+    fig.suptitle(f"Test split, first final run of each metanetwork and family\n{data_line}", fontsize=9)
     fig.supxlabel("true test accuracy")
     fig.supylabel("predicted test accuracy")
     fig.savefig(path, dpi=110)

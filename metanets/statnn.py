@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Metanet
+from .base import Metanet, MetanetSpec
 
 HIDDEN = 256
 QUANTILES = (0.25, 0.5, 0.75)
@@ -43,3 +43,6 @@ class StatNN(Metanet):
     def featurize(self, x: torch.Tensor) -> torch.Tensor:
         x = super().featurize(x)
         return torch.cat([tensor_stats(x[:, t.offset : t.offset + t.size]) for t in self.tensors], 1)
+
+
+SPEC = MetanetSpec(name="statnn", display="StatNN", build=StatNN, options={"hidden": HIDDEN}, invariant=True)

@@ -1,6 +1,7 @@
 """One metanetwork training run (paper E.3) and the learning-rate choice.
 
-AdamW on the MSE between prediction and standardized target, shuffled mini-batches, a fixed
+AdamW on the MSE between prediction and preprocessed target (standardized, or the accuracy as a
+fraction: `metanets.data`), shuffled mini-batches, a fixed
 number of epochs. After every epoch the run is scored on val and test: R^2 (scikit-learn) and
 Kendall tau (scipy) in target units. The reported test numbers are those of the epoch with the
 best validation R^2 (the first such epoch on ties; a NaN score never wins).
@@ -21,9 +22,9 @@ from torch import nn
 
 from .base import Metanet, n_params, seeded_init
 from .data import ROWS, FamilyData
-from .registry import build
+from .registry import METANETS, build, check_metanet
 
-PAPER_LRS = (1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)  # paper E.3.2: the learning-rate grid
+LR_GRID = (1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2)  # paper E.3.2: the grid the learning rate is chosen from
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def run_seed(base_seed: int, family: str, metanet: str, phase: str, index: int) 
 
 @torch.no_grad()
 def featurize_all(net: Metanet, x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """[n, P] standardized inputs -> [n, F] features on `device`, computed once for all runs."""
+    """[n, P] preprocessed inputs -> [n, F] features on `device`, computed once for all runs."""
     if type(net).featurize is Metanet.featurize:  # identity: share the array, never copy 3 GB on CPU
         return net.featurize(torch.from_numpy(x)).to(device)
     parts = [net.featurize(torch.from_numpy(x[i : i + ROWS]).to(device)) for i in range(0, len(x), ROWS)]
@@ -66,7 +67,7 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
 
 @torch.no_grad()
 def predict(net: Metanet, feats: torch.Tensor, rows: np.ndarray, eval_batch: int) -> np.ndarray:
-    """Standardized predictions [len(rows)] for the given rows of `feats`."""
+    """Predictions [len(rows)] in preprocessed target units for the given rows of `feats`."""
     net.eval()
     idx = torch.from_numpy(rows).to(feats.device)
     out = [net.forward_features(feats[idx[i : i + eval_batch]]) for i in range(0, len(idx), eval_batch)]
@@ -74,7 +75,7 @@ def predict(net: Metanet, feats: torch.Tensor, rows: np.ndarray, eval_batch: int
 
 
 def train_epoch(net, opt, feats, y, rows: torch.Tensor, batch: int, gen: torch.Generator) -> float:
-    """One shuffled pass over `rows`; returns the mean train MSE (standardized units)."""
+    """One shuffled pass over `rows`; returns the mean train MSE (preprocessed target units)."""
     net.train()
     order = rows[torch.randperm(len(rows), generator=gen).to(rows.device)]
     total = 0.0
@@ -94,14 +95,16 @@ def _score_split(net, feats, data: FamilyData, rows: np.ndarray, eval_batch: int
 
 
 def train_run(metanet: str, data: FamilyData, feats: torch.Tensor, *, lr: float, seed: int,
-              settings: TrainSettings, metanet_kwargs: dict | None = None) -> dict:
+              settings: TrainSettings, options: dict | None = None) -> dict:
     """Train one metanetwork on `data` (features `feats` [n, F] from `featurize_all`, on the
-    device the run uses) and return its record: curves, best-val epoch, test scores there."""
+    device the run uses; `options` over its spec's defaults) and return its record: curves,
+    best-val epoch, test scores there, and the preprocessing and options it ran with."""
     if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ValueError(f"lr={lr!r}: must be a finite float > 0")
     start, device = time.time(), feats.device
     gen = torch.Generator().manual_seed(seed)
-    net = seeded_init(build(metanet, data.layout, **(metanet_kwargs or {})), seed).to(device)
+    options = METANETS[check_metanet(metanet)].check_options(options or {})
+    net = seeded_init(build(metanet, data.layout, **options), seed).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=settings.weight_decay)
     y = torch.from_numpy(data.scaler.targets(data.y)).to(device)
     train_rows = torch.from_numpy(data.split.train).to(device)
@@ -120,7 +123,8 @@ def train_run(metanet: str, data: FamilyData, feats: torch.Tensor, *, lr: float,
                 "pred": np.full(len(data.split.test), math.nan)}
     return {
         "metanet": metanet, "family": data.family, "lr": float(lr), "seed": int(seed),
-        "settings": asdict(settings), "n_params": n_params(net), "splits": data.split.sizes(),
+        "settings": asdict(settings), "inputs": data.scaler.inputs_rule, "targets": data.scaler.targets_rule,
+        "options": options, "n_params": n_params(net), "splits": data.split.sizes(),
         "zoo_fingerprint": data.fingerprint, "best_epoch": best["epoch"], "val_r2": best["val_r2"],
         "test_r2": best["test_r2"], "test_tau": best["test_tau"], "curves": curves,
         "test_true": data.y[data.split.test].tolist(), "test_pred": best["pred"].tolist(),

@@ -88,6 +88,9 @@ def _named(parse, flag: str):
 
 
 def _show(value) -> str:
+    """The default as the flag would spell it; the field's comment says what an empty one means."""
     if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value)) if value else "all"
+        return ",".join(map(str, value)) if value else "empty"
+    if value == "":
+        return "empty"
     return "none" if value is None else str(value)

@@ -1,3 +1,5 @@
+import dataclasses
+import inspect
 import json
 import math
 
@@ -10,8 +12,9 @@ from conftest import run_python
 from metanets.base import n_params, seeded_init
 from metanets.data import Standardizer, prepare, split_members
 from metanets.deepsets import ScalarPhi, SetReadout
-from metanets.registry import METANETS, build
+from metanets.registry import METANETS, REGISTRY, build
 from metanets.report import PAPER_TABLE3, paper_table3, table3, to_markdown
+from metanets.stage import MetanetConfig, run_key
 from metanets.statnn import StatNN
 from metanets.train import TrainSettings, featurize_all, run_seed, select_lr, train_run
 from zoo.layout import Layout, TensorSpec
@@ -77,10 +80,12 @@ def test_invariant_metanets_ignore_hidden_channel_permutations():
     x, x_twin = (torch.from_numpy(scaler.inputs(a.copy())) for a in (flat, twins))
     for name in METANETS:
         # train mode: DMC's BatchNorm then uses batch statistics rather than its untrained running ones
-        meta = seeded_init(build(name, lay, **({"chunk": 5000} if name == "deepsets" else {})), 7).train()
+        meta = seeded_init(build(name, lay, **MetanetConfig(zoo="z", metanet_options={"deepsets": {"chunk": 5000}})
+                                 .options(name)), 7).train()
         with torch.no_grad():
             same = torch.allclose(meta(x), meta(x_twin), rtol=1e-4, atol=1e-5)
-        assert same == (name in ("deepsets", "statnn")), name
+        assert same == METANETS[name].invariant, name
+    assert [name for name, spec in METANETS.items() if spec.invariant] == ["deepsets", "statnn"]
 
 
 def test_statnn_skips_the_empty_w_asym_stem():
@@ -111,6 +116,38 @@ def test_deepsets_chunking_is_exact_in_value_and_gradient():
         grads.append(torch.cat([p.grad.flatten() for p in readout.parameters()]))
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_each_spec_declares_exactly_its_constructors_options():
+    assert [s.name for s in REGISTRY] == list(METANETS) == ["mlp", "dmc", "deepsets", "statnn"]
+    for spec in REGISTRY:
+        params = inspect.signature(spec.build).parameters
+        keywords = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+        assert keywords == spec.options, spec.name
+    with pytest.raises(ValueError, match=r"metanet 'deepsets': unknown \['chnk'\]; allowed: \['chunk', 'hidden'\]"):
+        build("deepsets", small_layout(), chnk=3)
+    with pytest.raises(ValueError, match="options.deepsets.chunk='8': must be of type int"):
+        MetanetConfig(zoo="z", metanet_options={"deepsets": {"chunk": "8"}})
+
+
+def test_memory_only_options_stay_out_of_the_run_key():
+    from metanets.stage import Row
+
+    def key(**options):
+        config = MetanetConfig(zoo="z", metanet_options={"deepsets": options})
+        return run_key(config, "f" * 16, "standard", Row("deepsets", "deepsets", "standardized"), "final", 0, 1e-3, 1)
+
+    assert key() == key(chunk=4096) != key(hidden=32)
+
+
+def test_training_settings_are_declared_once():
+    own = MetanetConfig.__dict__["__annotations__"]
+    train = [f.name for f in dataclasses.fields(TrainSettings)]
+    assert not set(own) & set(train) and set(train) < {f.name for f in dataclasses.fields(MetanetConfig)}
+    config = MetanetConfig(zoo="z", epochs=3, batch_size=4)
+    assert config.settings() == TrainSettings(epochs=3, batch_size=4)
+    with pytest.raises(ValueError, match="epochs=0: must be an int >= 1"):
+        MetanetConfig(zoo="z", epochs=0)
 
 
 def test_unknown_metanet_and_short_dmc_input_are_refused():
@@ -169,6 +206,22 @@ def test_standardization_uses_the_train_split_only():
     for t in lay.tensors:
         block = train[:, t.offset : t.offset + t.size]
         assert abs(block.mean()) < 1e-4 and abs(block.std() - 1) < 1e-4
+
+
+def test_raw_inputs_and_fraction_targets_pass_through_unchanged():
+    w, m, ids, lay = planted_zoo(24)
+    acc = 0.5 + 0.3 * m  # an accuracy, a fraction in [0, 1]
+    raw = prepare(w, acc, ids, lay, family="standard", inputs_rule="raw", targets_rule="fraction")
+    np.testing.assert_array_equal(raw.x, w)
+    np.testing.assert_array_equal(raw.scaler.targets(acc), acc.astype(np.float32))
+    assert raw.scaler.predictions(np.array([0.25])) == 0.25
+    assert raw.scaler.to_json()["inputs"] == "raw" and raw.scaler.to_json()["targets"] == "fraction"
+    standard = prepare(w, acc, ids, lay, family="standard")
+    assert not np.allclose(standard.x, w) and raw.fingerprint == standard.fingerprint
+    with pytest.raises(ValueError, match="inputs='scaled': must be one of"):
+        prepare(w, acc, ids, lay, family="standard", inputs_rule="scaled")
+    with pytest.raises(ValueError, match="targets='fraction' with target='test_loss'"):
+        MetanetConfig(zoo="z", target="test_loss", targets="fraction")
 
 
 def test_max_members_is_a_deterministic_subsample():
@@ -303,7 +356,7 @@ def cli(*args) -> int:
     return main(["metanets", *map(str, args)])
 
 
-def test_cli_end_to_end_then_resume(tmp_path):
+def test_cli_end_to_end_then_resume(tmp_path, capsys):
     store = synthetic_store(tmp_path / "zoo", {"standard": 40, "w_asym": 40}, diverged={("w_asym", 5)},
                             chance={("standard", 7)})
     out = tmp_path / "out"
@@ -314,6 +367,8 @@ def test_cli_end_to_end_then_resume(tmp_path):
     assert manifest["zoo"]["member_count"] == 80 and manifest["runs"] == {"trained": 32, "reused": 0}
     assert fams["w_asym"]["excluded"]["not_ok_status"] == 1 and fams["w_asym"]["usable"] == 39
     assert fams["standard"]["chance_level"] == 1 and fams["standard"]["splits"] == {"train": 20, "val": 10, "test": 10}
+    assert fams["standard"]["chance_level_rule"] == "test_acc < 0.15"
+    assert "symzoo metanets: [32/32 100.0%]" in capsys.readouterr().err  # a progress line per run in a log
     runs = json.loads((out / "runs.json").read_text())
     assert len(runs) == 32
     for family in fams:
@@ -371,3 +426,45 @@ def test_bad_input_gets_a_clear_message(tmp_path, capsys):
         MetanetConfig(zoo=small.path, lrs=(0.0,))
     assert cli("--zoo", small.path, "--metanets", "mlp,transformer") == 2
     assert "metanet='transformer': unknown; allowed: mlp, dmc, deepsets, statnn" in capsys.readouterr().err
+
+
+def test_raw_and_standardized_inputs_both_train_and_are_recorded(tmp_path, capsys):
+    store = synthetic_store(tmp_path / "zoo", {"standard": 24})
+    out, config = tmp_path / "out", tmp_path / "metanets.yaml"
+    config.write_text("inputs: raw\ntargets: fraction\nmetanet_options: {statnn: {hidden: 32}}\n")
+    assert cli("--zoo", store.path, "--out", out, "--config", config, "--metanets", "mlp,statnn",
+               "--other-inputs", "mlp", "--epochs", 2, "--lrs", "1e-3,1e-2", "--runs", 2) == 0
+    assert "symzoo metanets: [12/12 100.0%]" in capsys.readouterr().err
+    runs = json.loads((out / "runs.json").read_text())
+    assert len(runs) == 12 and {r["row"] for r in runs} == {"mlp", "statnn", "mlp (standardized inputs)"}
+    for r in runs:
+        assert r["targets"] == "fraction" and r["inputs"] == ("standardized" if "(" in r["row"] else "raw"), r["row"]
+    assert {r["options"]["hidden"] for r in runs if r["metanet"] == "statnn"} == {32}
+    main, extra = ({(r["phase"], r["index"], r["lr"]): r for r in runs if r["row"] == row}
+                   for row in ("mlp", "mlp (standardized inputs)"))
+    pair = main["select", 0, 1e-3], extra["select", 0, 1e-3]
+    assert pair[0]["seed"] == pair[1]["seed"] and pair[0]["test_pred"] != pair[1]["test_pred"]  # only the inputs differ
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preprocessing"]["inputs"] == "raw" and manifest["preprocessing"]["targets"] == "fraction"
+    assert manifest["preprocessing"]["rows"]["mlp (standardized inputs)"] == {"metanet": "mlp",
+                                                                              "inputs": "standardized"}
+    scalers = manifest["families"]["standard"]["standardizer"]
+    assert set(scalers) == {"raw", "standardized"} and set(scalers["raw"]["x_mean"]) == {0.0}
+    assert set(manifest["chosen_lr"]["standard"]) == {"mlp", "statnn", "mlp (standardized inputs)"}
+    table = __import__("pandas").read_csv(out / "table3.csv", index_col="metanet")
+    assert list(table.index) == ["mlp", "mlp (standardized inputs)", "statnn"]
+    md = (out / "table3.md").read_text()
+    assert "| MLP (standardized inputs) |" in md and "trained on raw inputs, fraction targets" in md
+    assert len(list((out / "runs" / "standard" / "mlp-standardized-inputs").glob("*.json"))) == 4
+
+
+def test_bad_preprocessing_and_options_are_refused_by_the_cli(tmp_path, capsys):
+    store = synthetic_store(tmp_path / "zoo", {"standard": 8})
+    assert cli("--zoo", store.path, "--inputs", "scaled") == 2
+    assert "inputs='scaled': must be one of ('standardized', 'raw')" in capsys.readouterr().err
+    assert cli("--zoo", store.path, "--metanets", "mlp", "--other-inputs", "statnn") == 2
+    assert "other_inputs=('statnn',): must be a subset of metanets ['mlp']" in capsys.readouterr().err
+    config = tmp_path / "bad.yaml"
+    config.write_text("metanet_options: {deepsets: {chnk: 3}}\n")
+    assert cli("--zoo", store.path, "--config", config) == 2
+    assert "options of metanet 'deepsets': unknown ['chnk']" in capsys.readouterr().err
