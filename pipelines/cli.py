@@ -6,6 +6,7 @@ with `register(subparsers)`; the work lives in the stage's `run(config) -> outpu
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -44,17 +45,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def explain(e: BaseException) -> tuple[int, str]:
-    """(exit code, one line) for an error: 2 for bad input, 1 for a failure of the run."""
+    """(exit code, one line) for an error: 2 for bad input, 1 for a failure of the run. Each line
+    names what failed (a path, a field, an address) and what to do; --debug shows the traceback."""
     from zoo.generate import SweepFailed
 
     if isinstance(e, SweepFailed):
         return 1, str(e)
-    if isinstance(e, (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError)):
-        return 2, str(e)  # bad input: a value, or a path that is not what it must be
+    if isinstance(e, (ValueError, TypeError)):
+        return 2, _one_line(e)
+    if _is_ray_error(e):
+        return 1, (f"Ray: {type(e).__name__}: {_one_line(e, keep=1)}; check the cluster (`ray status`) and its auth token "
+                   "(RAY_AUTH_TOKEN), then rerun: only uncommitted work runs")
     if isinstance(e, OSError):
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        return 1, f"{e.strerror or e}{where}; nothing half-written is visible to readers, rerun once fixed"
-    return 1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)"
+        return _explain_os_error(e)
+    return 1, f"{type(e).__name__}: {_one_line(e, keep=2)} (rerun with --debug for the traceback)"
+
+
+def _explain_os_error(e: OSError) -> tuple[int, str]:
+    where = getattr(e, "filename", None)
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        return 2, f"{where}: a file is where a folder should be; point --zoo (or the output) at a folder or a new path"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 1, f"No space left on device ({where or 'the output storage'}); free space there, then rerun"
+    if isinstance(e, ConnectionError):
+        return 1, f"lost a connection: {_one_line(e, keep=1)}; rerun once it is back: only uncommitted work runs"
+    if e.errno is None:  # pyarrow's S3/GCS errors: the message names the bucket and key
+        return 1, (f"storage error: {_one_line(e, keep=2)}; check the URI, the credentials (AWS_PROFILE, "
+                   "GOOGLE_APPLICATION_CREDENTIALS) and the region, then rerun")
+    return 1, f"{e.strerror or _one_line(e)} ({where or 'no path given'}); nothing half-written is visible to readers, rerun once fixed"
+
+
+def _is_ray_error(e: BaseException) -> bool:
+    """Ray's own errors (ray.exceptions.*), recognised without importing Ray."""
+    return any(c.__module__.startswith("ray.") for c in type(e).__mro__)
+
+
+def _one_line(e: BaseException, keep: int | None = None) -> str:
+    """The message on one line; `keep` first lines only, for foreign messages that run on with advice."""
+    lines = [line.strip().rstrip(":") for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines[:keep]) if lines else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ the local executor against the Ray one.
 Each end-to-end test starts an embedded Ray in a child process, as a user's command would.
 """
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -132,9 +135,59 @@ def test_failed_pack_is_retried_and_committed_once(tmp_path, cifar_root):
     faults.mkdir()
     env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"once:{faults}"}
     out = finish(generate(zoo, "--families", "w_asym", "--members", "3", env=env))
-    assert len(list(faults.iterdir())) == 3, out  # every pack failed once ...
+    assert len(list(faults.iterdir())) == 6, out  # every pack's worker died once, then trained again ...
+    assert len(re.findall(r"retry 1/3 of w_asym\[\d\.\.\d\]x1: WorkerCrashedError", out)) == 3, out  # ... logged
     assert_complete(zoo, ["w_asym"], 3)  # ... and is present exactly once
     assert len(member_files(zoo)) == 3
+
+
+@pytest.mark.slow
+def test_full_disk_fails_each_job_once_without_retraining(tmp_path, cifar_root):
+    zoo, faults = tmp_path / "zoo", tmp_path / "faults"
+    faults.mkdir()
+    env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"enospc:{faults}"}
+    proc = generate(zoo, "--families", "standard", "--members", "2", env=env)
+    out = finish(proc)
+    assert proc.returncode == 1, out
+    assert len(list(faults.iterdir())) == 2, out  # one commit attempt per job: no retry, no retraining
+    assert "retry" not in out, out
+    assert re.search(r"error: 2 job\(s\) failed: .*No space left on device .*free space there, then rerun", out), out
+
+
+@pytest.mark.slow
+def test_transient_commit_failure_retries_the_commit_not_the_training(tmp_path, cifar_root):
+    zoo, faults = tmp_path / "zoo", tmp_path / "faults"
+    faults.mkdir()
+    env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"flaky:{faults}"}
+    proc = generate(zoo, "--families", "standard", "--members", "2", env=env)
+    out = finish(proc)
+    assert proc.returncode == 0, out
+    assert len(list(faults.iterdir())) == 4, out  # two commit attempts per job ...
+    assert out.count("commit retried 1x on transient I/O (not retrained)") == 2, out
+    assert "retry 1/" not in out, out  # ... and no job resubmitted, so nothing trained twice
+    assert_complete(zoo, ["standard"], 2)
+
+
+def test_a_job_committed_by_another_writer_is_counted(tmp_path, cifar, capsys):
+    """What a concurrent generate sees when the other one committed the same pack first."""
+    from zoo.generate import Job, Work, _report, run_job
+    from zoo.progress import Progress
+
+    recipe = Recipe.from_dict(SMOKE)
+    data = recipe.apply_subset(cifar)
+    zoo = str(tmp_path / "zoo")
+    init_zoo(zoo, zoo_seed=0, families={"standard": 0}, recipe=recipe.to_dict(), recipe_overrides=recipe.overrides(),
+             data=data.identity)
+    work = Work(zoo=zoo, recipe=recipe.to_dict(), asym_seed=0, engine="auto", compile=False, impl="vmap")
+    job = Job("standard", (sample_member(0, 0, "standard"),))
+    assert run_job(work, job, data, "cpu")["raced"] == 0
+    again = run_job(work, job, data, "cpu")
+    assert again["raced"] == 1
+    progress = Progress(1, desc="t", unit="members", stream=open(os.devnull, "w"))
+    progress.update(1)
+    _report(progress, 1, {"diverged": 0, "raced": again["raced"], "commit_retries": 0}, [])
+    assert "1 of the 1 members trained here had meanwhile been committed by another writer" in capsys.readouterr().err
+    assert len(member_files(zoo)) == 1
 
 
 @pytest.mark.slow
@@ -230,3 +283,118 @@ def test_manifest_mismatch_names_the_difference(tmp_path, cifar_root, capsys, mo
     err = capsys.readouterr().err
     assert "zoo_seed" in err and "--new-zoo" in err, err
     assert Path(zoo, "manifest.json").read_text() == before
+
+
+def silent_server(reply: bytes = b""):
+    """A TCP server on 127.0.0.1 that accepts, sends `reply` and then never says more: not a Ray head."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            conn, _ = server.accept()
+            conn.sendall(reply)
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_an_address_that_is_not_ray_fails_fast_before_any_write(tmp_path, cifar_root, capsys, monkeypatch):
+    monkeypatch.setenv("SYMZOO_DATA", str(cifar_root))
+    server, address = silent_server()
+    zoo = tmp_path / "zoo"
+    t0 = time.monotonic()
+    with server:
+        assert cli("generate", "--preset", "smoke", "--zoo", str(zoo), "--address", address) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - t0 < 15
+    assert re.fullmatch(rf"symzoo generate: error: address='{address}': something answers there, but not a Ray head"
+                        r"[^\n]*\n", err), err
+    assert not zoo.exists()
+
+
+def test_a_head_that_never_completes_the_handshake_costs_the_timeout_and_one_line(tmp_path):
+    """A gRPC-looking server (it sends an HTTP/2 SETTINGS frame) that is not Ray: ray.init itself
+    would wait for minutes, connect() gives up after its timeout. In a child: the stuck ray.init
+    thread must not outlive a test process."""
+    server, address = silent_server(reply=bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    code = (f"from cluster.executor import connect, cluster_address\n"
+            f"try:\n    connect(cluster_address({address!r}), timeout=4)\n"
+            f"except ValueError as e:\n    print('REFUSED', e)\n")
+    t0 = time.monotonic()
+    with server:
+        out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t0 < 30, out
+    assert re.search(rf"REFUSED address='{address}': the Ray head did not accept this driver within 4 s", out.stdout), out
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (FileExistsError(17, "File exists", "/data/zoo"), 2, r"^/data/zoo: a file is where a folder should be; point --zoo"),
+    (NotADirectoryError(20, "Not a directory", "/data/f/zoo"), 2, r"^/data/f/zoo: a file is where a folder"),
+    (OSError(28, "No space left on device", "/data/zoo/manifest.json"), 1,
+     r"^No space left on device \(/data/zoo/manifest.json\); free space there, then rerun$"),
+    (OSError("When uploading part for key 'z/members/x.parquet' in bucket 'b': AWS Error ACCESS_DENIED during "
+             "UploadPart operation:\nAccess Denied"), 1, r"^storage error: When uploading .*bucket 'b'.*credentials"),
+    (ConnectionResetError(104, "Connection reset by peer"), 1, r"^lost a connection: .*rerun once it is back"),
+    (TypeError("bad preset value\nsecond line"), 2, r"^bad preset value; second line$"),
+])
+def test_each_error_is_one_line_naming_what_and_what_to_do(error, code, message):
+    from pipelines.cli import explain
+
+    got_code, line = explain(error)
+    assert got_code == code and "\n" not in line and re.search(message, line), line
+
+
+def test_ray_errors_are_one_line():
+    import ray.exceptions as rex
+
+    from pipelines.cli import explain
+
+    for error in (rex.AuthenticationError("InvalidAuthToken: token is missing or incorrect.\nSee docs"),
+                  rex.RaySystemError("System error: the GCS went away")):
+        code, line = explain(error)
+        assert code == 1 and "\n" not in line and line.startswith("Ray: ") and "RAY_AUTH_TOKEN" in line, line
+
+
+def test_debug_shows_the_traceback(tmp_path, cifar_root, monkeypatch):
+    monkeypatch.setenv("SYMZOO_DATA", str(cifar_root))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError):
+        cli("--debug", "generate", "--preset", "smoke", "--zoo", str(tmp_path / "file"), "--executor", "local")
+
+
+@pytest.mark.slow
+def test_rerun_right_after_a_driver_sigkill_completes(tmp_path, cifar_root):
+    """Only the driver is killed, as `kill -9` would: Ray's agents it leaves behind for up to a
+    minute must not disturb an immediate rerun."""
+    zoo = tmp_path / "zoo"
+    env = {"SYMZOO_DATA": str(cifar_root)}
+    first = generate(zoo, "--families", "standard", "--members", "3", env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not member_files(zoo) and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        rerun = generate(zoo, "--families", "standard", "--members", "3", env=env)
+        out = finish(rerun, timeout=300)
+        left = session_pids(first.pid)
+    finally:
+        _kill_group(first)
+    assert rerun.returncode == 0, out
+    assert_complete(zoo, ["standard"], 3)
+    print(f"left running by the killed driver when the rerun finished: {len(left)} processes")
+
+
+def session_pids(sid: int) -> list[int]:
+    """Processes still in session `sid` (what a killed driver left running)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[4]) == sid:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
