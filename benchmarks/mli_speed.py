@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-
 import zoo
 from pipelines import mli
 from pipelines.hardware import describe as hardware
@@ -54,8 +53,7 @@ def timed(tasks: list[mli.Task], x, y, cfg: mli.MliConfig) -> float:
     """(member, alpha) points per second over `tasks` (after one warm-up point in this process)."""
     if cfg.n_workers() == 1:
         t = tasks[0]
-        warm = replace(cfg, alphas=3)
-        mli.Evaluator(x[:8], y[:8], warm)(t.family, 0, t.theta0[:1], t.theta_t[:1], [0.1])
+        mli.Evaluator(x[:8], y[:8], replace(cfg, alphas=3))(task(t.family, t.theta0[:1], t.theta_t[:1]))
     sync(cfg.device)
     start = time.perf_counter()
     n = sum(len(losses) * losses.shape[1] for _, losses in mli.evaluate_curves(tasks, x, y, cfg))
@@ -79,7 +77,7 @@ def cpu_rows(family: str, n_images: int, workers: int) -> list[str]:
     torch.set_num_threads(1)
     x, y = images(n_images)
     theta0, theta_t = members(family, 2 * workers)
-    cfg = mli.MliConfig(zoo="-", alphas=25, workers=1, batch=n_images)
+    cfg = mli.MliConfig(zoo="-", alphas=25, device="cpu", workers=1, batch=n_images)
     one_task = [task(family, theta0[:1], theta_t[:1])]
     base = timed(one_task, x, y, cfg)
     out = [line("one point at a time, 1 process", base, base, n_images)]

@@ -88,9 +88,9 @@ def _mli_section(out: Path) -> list[str]:
     about = json.loads((out / "mli" / "manifest.json").read_text())["measurement"]
     ours = mli.read_table4(out / "mli")
     return [mli.describe(about, about["alphas"]), "", "**Ours:**", "", mli.markdown_table(ours), "",
-            mli.PVALUES_ABOUT, "", mli.markdown_pvalues(ours), "",
+            mli.GLOBAL_ABOUT, "", mli.PVALUES_ABOUT, "", mli.markdown_pvalues(ours), "",
             "**The paper's (Lim et al. 2024, Table 4; 300 members per family, p < .001):**", "",
-            mli.markdown_table(mli.paper_table4()), "", "![Figure 5](mli/figure5.png)"]
+            mli.markdown_table(mli.paper_table4()), "", mli.PAPER_GLOBAL_ABOUT, "", "![Figure 5](mli/figure5.png)"]
 
 
 def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str) -> Path:

@@ -1,0 +1,80 @@
+"""MliConfig: every setting of the MLI study, declared once (the CLI flags and presets derive from it)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from zoo.device import check_device, resolve_device
+from zoo.families import check_family
+from zoo.validate import check, from_dict, is_int
+
+CUDA_POINTS = 64  # default (member, alpha) rows per packed CUDA forward; see benchmarks/mli_speed.py
+# Which images L(alpha) is measured on (the package docstring says why each exists):
+EVAL_DATA = ("clean", "augmented_fixed", "augmented_per_alpha")
+
+
+@dataclass(frozen=True)
+class MliConfig:
+    zoo: str  # path of the zoo in the store (a folder made by zoo.store.init_zoo)
+    out: str | None = None  # output folder; None = <zoo>/mli
+    data: str | None = None  # CIFAR-10 root; None = $SYMZOO_DATA or ~/.cache/symzoo
+    families: tuple[str, ...] | None = None  # subset of the zoo's families; None = all of them
+    members: int | None = None  # first N members (by index) per family, diverged included, >= 1; None = all
+    alphas: int = 25  # points per curve, evenly spaced in [0, 1], >= 3
+    n_eval: int | None = None  # seeded subset of the recipe's train images, >= 1; None = all
+    eval_seed: int = 0  # seed of that subset and of the augmentation draws, >= 0
+    eval_data: str = "clean"  # clean | augmented_fixed (one copy) | augmented_per_alpha (companion-like)
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    workers: int | None = None  # CPU processes, >= 1; None = os.cpu_count(); CUDA uses one
+    batch: int = 500  # images per forward pass, >= 1
+    points: int | None = None  # (member, alpha) rows per forward, >= 1; None = 1 on CPU, CUDA_POINTS on CUDA
+    chunk: int = 16  # members per task and per curve file (the unit of resume), >= 1
+    autocast: bool = False  # bf16 autocast, CUDA only; off: second differences are small
+    top: int = 20  # curves per family panel in figure 5 (lowest recorded train loss), >= 1
+
+    def __post_init__(self):
+        for name in ("zoo", "out", "data"):  # paths are kept as strings: the config goes to JSON
+            v = getattr(self, name)
+            ok = (v is None and name != "zoo") or (isinstance(v, (str, os.PathLike)) and os.fspath(v) != "")
+            check(name, v, ok, "a non-empty path" + ("" if name == "zoo" else " or None"))
+            object.__setattr__(self, name, None if v is None else os.fspath(v))
+        if self.families is not None:
+            object.__setattr__(self, "families", tuple(check_family(f) for f in self.families))
+        for name in ("members", "n_eval", "workers", "points"):
+            v = getattr(self, name)
+            check(name, v, v is None or (is_int(v) and v >= 1), "None or an int >= 1")
+        for name, low in (("alphas", 3), ("eval_seed", 0), ("batch", 1), ("chunk", 1), ("top", 1)):
+            v = getattr(self, name)
+            check(name, v, is_int(v) and v >= low, f"an int >= {low}")
+        check("eval_data", self.eval_data, self.eval_data in EVAL_DATA, " | ".join(EVAL_DATA))
+        check_device(self.device)
+        check("autocast", self.autocast, isinstance(self.autocast, bool), "a bool")
+        check("autocast", self.autocast, not (self.autocast and self.device == "cpu"), "False on device cpu")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MliConfig":
+        return from_dict(cls, d, "MliConfig")
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out is not None else Path(self.zoo) / "mli"
+
+    def on_cpu(self) -> bool:
+        return resolve_device(self.device).type == "cpu"
+
+    def n_workers(self) -> int:
+        return (self.workers or os.cpu_count() or 1) if self.on_cpu() else 1
+
+    def n_points(self) -> int:
+        return self.points or (1 if self.on_cpu() else CUDA_POINTS)
+
+
+def resolved(cfg: MliConfig) -> MliConfig:
+    """`cfg` on the device "auto" names here (the GPU when there is one), autocast checked against it.
+
+    The stage runs on the resolved config, so n_workers / n_points see "cpu" or "cuda", never "auto".
+    """
+    device = resolve_device(cfg.device)
+    check("autocast", cfg.autocast, not (cfg.autocast and device.type == "cpu"),
+          f"False when device {cfg.device!r} resolves to cpu")
+    return replace(cfg, device=str(device))

@@ -1,0 +1,79 @@
+"""The MLI stage: run(config) -> output folder. Evaluates the curves not yet stored (with a
+progress line), then writes Table 4, Figure 5 and the manifest that records the measurement."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from zoo.progress import Progress
+from zoo.recipe import Recipe
+from zoo.store import open_zoo
+from zoo.store.fs import atomic_write_bytes
+from zoo.store.manifest import code_version, package_versions
+
+from .config import MliConfig, resolved
+from .curves import curve_rows, pending, read_curves, write_curves
+from .evaluate import Task, describe, eval_data_of, eval_set, evaluate_curves
+from .figure import plot_figure5
+from .metrics import alpha_grid, table4
+from .table import write_tables
+
+CLAIM = ("Paper Section 5.4 (Table 4, Figure 5): the training loss along the line from each member's "
+         "initialisation to its trained weights is more monotonic and convex for asymmetric networks.")
+
+
+def claim(out: Path, cfg: MliConfig, manifest: dict, about: dict) -> None:
+    """Write out/manifest.json; refuse an out folder whose curves were measured differently."""
+    measurement = {"zoo_seed": manifest["zoo_seed"], "alphas": cfg.alphas,
+                   "precision": "bf16 autocast" if cfg.autocast else "fp32", **about}
+    path = out / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text())["measurement"]
+        old = {**{k: v for k, v in old.items() if k != "augmented"}, "eval_data": eval_data_of(old)}
+        diff = {k: (old.get(k), v) for k, v in measurement.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(f"out={str(out)!r}: its curves were measured otherwise, {{setting: (stored, asked)}} "
+                             f"= {diff}; choose another --out")
+    doc = {"stage": "mli", "claim": CLAIM, "measurement": measurement, "config": asdict(cfg),
+           "code": code_version(), "packages": package_versions()}
+    atomic_write_bytes(str(out), "manifest.json", json.dumps(doc, indent=2).encode())
+
+
+def _out_dir(cfg: MliConfig) -> Path:
+    if cfg.out is None and "://" in cfg.zoo:
+        raise ValueError(f"out=None: the zoo {cfg.zoo!r} is not a local folder; give a local --out")
+    out = cfg.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def evaluate_tasks(tasks: list[Task], x, y, cfg: MliConfig, recipe: Recipe, out: Path, *, selected: int) -> None:
+    """Evaluate every task and commit its curves as soon as it is done (the unit of resume)."""
+    if not tasks:
+        return
+    alphas = alpha_grid(cfg.alphas)
+    todo = sum(len(t.rows) for t in tasks)
+    progress = Progress(selected, desc="symzoo mli", unit="members", done=selected - todo)
+    try:
+        for task, losses in evaluate_curves(tasks, x, y, cfg, recipe):
+            path = write_curves(out, curve_rows(task, losses, alphas))
+            progress.update(len(losses), f"{task.family}: {len(losses)} curves -> {path.name}")
+    finally:
+        progress.close()
+
+
+def run(cfg: MliConfig) -> Path:
+    """Evaluate the curves not yet stored, then write Table 4 and Figure 5; returns the out folder."""
+    cfg = resolved(cfg)
+    z = open_zoo(cfg.zoo)
+    out = _out_dir(cfg)
+    x, y, about = eval_set(z.manifest, cfg)
+    claim(out, cfg, z.manifest, about)
+    selected, tasks = pending(z, cfg, out)
+    evaluate_tasks(tasks, x, y, cfg, Recipe.from_dict(z.manifest["recipe"]), out, selected=len(selected))
+    curves = read_curves(out)
+    curves = curves[curves.member_id.isin(selected)].reset_index(drop=True)
+    write_tables(table4(curves), out, describe(about, cfg.alphas))
+    plot_figure5(curves, out / "figure5.png", top=cfg.top, data=z.manifest.get("data"))
+    return out
