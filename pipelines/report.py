@@ -14,22 +14,27 @@ import pandas as pd  # noqa: E402
 
 from metanets.report import paper_table3, table3, to_markdown  # noqa: E402
 from zoo.data import data_label  # noqa: E402
+from zoo.records import AT_CHANCE_ACC  # noqa: E402
 from zoo.store import open_zoo  # noqa: E402
 
 from . import mli  # noqa: E402
 
-CHANCE = 0.15  # test accuracy below this counts as "ended at chance" (finite loss, ~10%; seen at lr > ~0.37)
+PAPER_ACCURACY = (  # the paper's figures, labelled as such, and how ours differ in what they measure
+    "The paper's (Lim et al. 2024, Sec. 5.3; full CIFAR-10, 10-40 epochs): standard 74.8% train / 73.8% test, "
+    "W-Asym 64.0% / 64.0%. Our train accuracy is measured after training on the recipe's whole un-augmented "
+    "training set (or its subset), without label smoothing in the accuracy; the companion code measured it on "
+    "its augmenting train loader, so the paper's train figure is on augmented images.")
 HPARAMS = ("lr", "weight_decay", "label_smoothing", "epochs", "epochs_trained")
 
 
 def zoo_table(members: pd.DataFrame, planned: int) -> str:
-    lines = ["| family | planned | committed | ok | diverged | at chance (test acc < 15%) | "
+    lines = [f"| family | planned | committed | ok | diverged | at chance (test acc < {AT_CHANCE_ACC:.0%}) | "
              "test acc mean ± std | median | train acc mean |", "|" + "---|" * 9]
     for fam, g in members.groupby("family", sort=False):
         ok = g[g.status == "ok"]
         lines.append(
             f"| {fam} | {planned} | {len(g)} | {len(ok)} | {int((g.status == 'diverged').sum())} | "
-            f"{int((ok.test_acc < CHANCE).sum())} | {100 * ok.test_acc.mean():.1f}% ± {100 * ok.test_acc.std():.1f} | "
+            f"{int((ok.test_acc < AT_CHANCE_ACC).sum())} | {100 * ok.test_acc.mean():.1f}% ± {100 * ok.test_acc.std():.1f} | "
             f"{100 * ok.test_acc.median():.1f}% | {100 * ok.train_acc.mean():.1f}% |")
     return "\n".join(lines)
 
@@ -109,7 +114,7 @@ def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str)
         "Accuracies, R^2 and convexity below are measured on this zoo, with its n; the paper's figures are "
         "given for comparison and are not ours.", "",
         "## Wall time per stage", "", _timings(out), "",
-        "## Zoo", "", zoo_table(members, planned), "", hparam_table(members), "",
+        "## Zoo", "", zoo_table(members, planned), "", PAPER_ACCURACY, "", hparam_table(members), "",
         "![test accuracy histogram](zoo_accuracy.png)", "",
         "## Table 3: predicting test accuracy from weights", "", *_metanet_section(out), "",
         "## Table 4: monotonic linear interpolation", "", *_mli_section(out), "",

@@ -18,9 +18,10 @@ class Progress:
 
             self.bar = tqdm(total=total, initial=done, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
 
-    def update(self, n: int = 1, note: str = "") -> None:
+    def update(self, n: int = 1, note: str = "", *, new: bool = True) -> None:
+        """`n` more done; `new=False` for work found already done (a resume), kept out of the rate."""
         self.done += n
-        self.new += n
+        self.new += n if new else 0
         if self.bar is not None:
             self.bar.set_postfix_str(note, refresh=False)
             self.bar.update(n)
