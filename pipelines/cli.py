@@ -15,6 +15,7 @@ COMMAND_MODULES = [  # each has register(subparsers)
     "pipelines.generate_cmd",
     "pipelines.metanets_cmd",
     "pipelines.mli_cmd",
+    "pipelines.lmc_cmd",
     "pipelines.store_cmd",
     "pipelines.run_cmd",
 ]
@@ -51,8 +52,8 @@ def explain(e: BaseException) -> tuple[int, str]:
 
     if isinstance(e, SweepFailed):
         return 1, str(e)
-    if isinstance(e, (ValueError, TypeError)):
-        return 2, _one_line(e)
+    if isinstance(e, (ValueError, TypeError, FileNotFoundError)):
+        return 2, _one_line(e)  # bad input: a value, or a path that holds nothing of ours
     if _is_ray_error(e):
         return 1, (f"Ray: {type(e).__name__}: {_one_line(e, keep=1)}; check the cluster (`ray status`) and its auth token "
                    "(RAY_AUTH_TOKEN), then rerun: only uncommitted work runs")
