@@ -21,6 +21,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections import deque
 from contextlib import contextmanager
 
 import ray
@@ -28,6 +29,7 @@ import ray.exceptions as rex
 
 from zoo.data import Cifar10
 from zoo.generate import ClusterUnreachable, Job, Work, is_transient, log, run_job
+from zoo.validate import check, is_int
 
 CONNECT_TIMEOUT_S = 30.0  # a head that answers gRPC but not as Ray would otherwise hang ray.init for minutes
 TOKEN_HINT = ("the cluster's auth token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the token the head was "
@@ -35,6 +37,15 @@ TOKEN_HINT = ("the cluster's auth token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_P
 # a worker process or a whole node died under the task: the same job on another worker can succeed
 DEATHS = (rex.WorkerCrashedError, rex.NodeDiedError, rex.LocalRayletDiedError, rex.ObjectLostError,
           rex.OutOfMemoryError)
+IN_FLIGHT_PER_SLOT = 4  # jobs queued per GPU (or CPU): a slot that frees finds its next job already at its node
+IN_FLIGHT_MIN = 256  # an autoscaler sizes the cluster to the queued demand: a bound of 4 x the slots at start would starve it
+
+
+def in_flight_bound(slots: float) -> int:
+    """Jobs submitted to Ray at once. Not all of them: the driver's ray.wait scans every job in
+    flight, so the sweep costs O(jobs^2), and each job in flight holds ~10 KB of the driver's
+    memory (100,000 at once: 64 ms and 1 GB more, against 1.4 ms a job; benchmarks/driver_scale.py)."""
+    return max(IN_FLIGHT_MIN, int(IN_FLIGHT_PER_SLOT * slots))
 
 
 def cluster_address(address: str | None) -> str | None:
@@ -146,26 +157,35 @@ def _first_line(e: BaseException) -> str:
 class RayExecutor:
     """Jobs as Ray tasks: one GPU per job where the cluster has GPUs, else one CPU per job."""
 
-    def __init__(self, address: str | None, *, max_retries: int = 3):
+    def __init__(self, address: str | None, *, max_retries: int = 3, max_in_flight: int | None = None,
+                 job_fn=run_job):
+        """`max_in_flight`: jobs submitted to Ray at once, >= 1; None = `in_flight_bound` of the
+        cluster's slots. `job_fn(work, job, data, device) -> summary` is what each task runs:
+        `run_job`, or a stand-in that returns at once (benchmarks/driver_scale.py)."""
+        check("max_in_flight", max_in_flight, max_in_flight is None or (is_int(max_in_flight) and max_in_flight >= 1),
+              "an int >= 1, or None (the default bound)")
         connect(cluster_address(address))
         self.resources = ray.cluster_resources()
         self.max_retries = max_retries
+        slots = self.resources.get("GPU" if self.device_kind() == "gpu" else "CPU", 1)
+        self.max_in_flight = max_in_flight or in_flight_bound(slots)
+        self.job_fn = job_fn
 
     def device_kind(self) -> str:
         return "gpu" if self.resources.get("GPU", 0) > 0 else "cpu"
 
     def run(self, work: Work, jobs: list[Job], data: Cifar10, on_done) -> list[tuple[Job, BaseException]]:
         gpu = self.device_kind() == "gpu"
-        task = ray.remote(run_job).options(num_gpus=1 if gpu else 0, num_cpus=1, max_retries=0, retry_exceptions=False)
+        task = ray.remote(self.job_fn).options(num_gpus=1 if gpu else 0, num_cpus=1, max_retries=0,
+                                               retry_exceptions=False)
         data_ref = ray.put(data)
         alive, reported = _alive_nodes(), set()
-
-        def submit(job: Job):
-            return task.remote(work, job, data_ref, "cuda" if gpu else "cpu")
-
-        pending = {submit(job): (job, 0) for job in jobs}
-        failed = []
-        while pending:
+        waiting = deque((job, 0) for job in jobs)  # (job, attempt), in plan order: longest first
+        pending, failed = {}, []
+        while waiting or pending:
+            while waiting and len(pending) < self.max_in_flight:
+                job, attempt = waiting.popleft()
+                pending[task.remote(work, job, data_ref, "cuda" if gpu else "cpu")] = (job, attempt)
             ready, _ = ray.wait(list(pending), num_returns=1)
             job, attempt = pending.pop(ready[0])
             try:
@@ -175,7 +195,7 @@ class RayExecutor:
                 reason = retry_reason(e)
                 if reason and attempt < self.max_retries:
                     log(f"retry {attempt + 1}/{self.max_retries} of {job.name}: {reason}")
-                    pending[submit(job)] = (job, attempt + 1)
+                    waiting.appendleft((job, attempt + 1))  # next to go: a retry is not sent to the back
                 else:
                     failed.append((job, cause_of(e)))
                 continue
