@@ -1,4 +1,5 @@
-"""`symzoo store verify|info ZOO`: check a zoo's files and move bad ones aside, or describe it."""
+"""`symzoo store verify|info|upgrade ZOO`: check a zoo's files and move bad ones aside, describe it, or
+rewrite a schema v1 zoo as v2 in place (resumable)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ from zoo import store
 
 
 def register(sub) -> None:
-    p = sub.add_parser("store", help="verify a zoo's files (moving bad ones aside) or describe the zoo")
-    p.add_argument("action", choices=["verify", "info"])
+    p = sub.add_parser("store", help="verify a zoo's files (moving bad ones aside), describe the zoo, or "
+                                     "upgrade a schema v1 zoo to v2 in place")
+    p.add_argument("action", choices=["verify", "info", "upgrade"])
     p.add_argument("zoo", metavar="ZOO", help="zoo folder, or a URI such as file://, s3://, gs://")
     p.add_argument("--dry-run", action="store_true", help="verify: report only; move and delete nothing")
     p.add_argument("--shallow", action="store_true",
@@ -41,7 +43,12 @@ def _info_text(info: dict) -> str:
 
 
 def run(args) -> int:
-    """verify exits 1 when it found bad files (moved aside unless --dry-run), else 0."""
+    """verify exits 1 when it found bad files (moved aside unless --dry-run), else 0; upgrade exits 1
+    when it left files unconverted (unreadable: verify moves them aside, then rerun), else 0."""
+    if args.action == "upgrade":
+        report = store.upgrade(args.zoo)
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+        return 1 if report.left else 0
     if args.action == "info":
         info = describe(store.open_zoo(args.zoo))
         print(json.dumps(info, indent=2) if args.json else _info_text(info))

@@ -3,6 +3,7 @@ plain pyarrow / DuckDB readers. Results are synthetic (no training)."""
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,83 +63,62 @@ def visible(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*.parquet") if not any(s.startswith((".", "_")) for s in p.parts))
 
 
+def layout_json(family: str) -> list[dict]:
+    return zoo.layout(zoo.build(family)).to_json()
+
+
 def test_schema_is_the_contract():
-    schema = store.members_schema(n_params("w_asym"))
+    schema = store.members_schema(n_params("w_asym"), layout_json("w_asym"))
     assert schema.names == CONTRACT_COLUMNS
-    assert schema.field("params_final").type == pa.list_(pa.float32(), 60634)
+    assert schema.field("params_final").type == pa.large_binary()
+    assert schema.field("params_final").metadata == {
+        b"symzoo.dtype": b"<f4", b"symzoo.n_params": b"60634",
+        b"symzoo.layout_sha256": store.schema.layout_sha256(layout_json("w_asym")).encode()}
     assert schema.field("diverged_epoch").nullable and not schema.field("test_acc").nullable
-    assert schema.metadata[b"symzoo.schema_version"] == str(store.SCHEMA_VERSION).encode()
-    assert store.checkpoints_schema(5).names[:3] == ["member_id", "epoch", "params"]
+    assert schema.metadata[b"symzoo.schema_version"] == b"2" == str(store.SCHEMA_VERSION).encode()
+    standard = store.members_schema(n_params("standard"), layout_json("standard"))
+    assert [f.type for f in standard] == [f.type for f in schema]  # one schema for every family
+    assert store.checkpoints_schema(5, layout_json("w_asym")).names[:3] == ["member_id", "epoch", "params"]
+    v1 = store.members_schema(60634, layout_json("w_asym"), version=1)
+    assert v1.field("params_final").type == pa.list_(pa.float32(), 60634)
 
 
-def test_commit_and_read_round_trip(tmp_path):
-    z = make_zoo(tmp_path / "zoo", families=("standard", "w_asym"))
-    results = [synthetic_result("standard", i, diverged=(i == 4), checkpoints=(0, 2)) for i in range(7)]
-    store.commit(z, results[0::2])  # even and odd indices in different files: the reader reorders
-    store.commit(str(tmp_path / "zoo"), results[1::2])
-    store.commit(z, [synthetic_result("w_asym", i) for i in range(3)])
-    ok = [r for r in results if r.status == "ok"]
-
-    df = z.members(family="standard")
-    assert df.columns.tolist() == CONTRACT_COLUMNS[:-2] and df["index"].tolist() == list(range(7))
-    assert df["member_id"].tolist() == [r.config.member_id for r in results]
-    assert df["lr"].tolist() == [r.config.lr for r in results]
-    assert df["test_acc"].iloc[1] == results[1].metrics["test_acc"] and np.isnan(df["test_acc"].iloc[4])
-    assert df["diverged_epoch"].iloc[4] == 3 and df["diverged_epoch"].isna().sum() == 6
-    assert (df["epochs_trained"] == df["epochs"]).all()  # no recipe override: the sampled epochs
-    assert len(z.members()) == 10 and len(z.members(where="family == 'w_asym' and index > 0")) == 2
-
-    w, ids = z.weights("standard")
-    assert w.dtype == np.float32 and w.shape == (6, 78042)
-    assert list(ids) == [r.config.member_id for r in ok]
-    np.testing.assert_array_equal(w, np.stack([r.params_final for r in ok]))
-    w_all, _ = z.weights("standard", which="init", status=None, workers=1)
-    np.testing.assert_array_equal(w_all, np.stack([r.params_init for r in results]))
-    assert z.weights("standard", status="diverged")[1].tolist() == [results[4].config.member_id]
-    assert z.weights("w_asym")[0].shape == (3, 60634)
-
-    batches = list(z.iter_weights("standard", which="init", status=None, batch_size=3))
-    assert [len(b) for b, _ in batches] == [3, 3, 1]
-    np.testing.assert_array_equal(np.concatenate([b for b, _ in batches]), w_all)
-
-    data = z.torch_dataset("standard", target="test_acc")
-    x, y = data[2]
-    assert len(data) == 6 and x.shape == (78042,) and float(y) == pytest.approx(ok[2].metrics["test_acc"])
-
-    ck = z.checkpoints("standard")
-    assert len(ck) == 14 and ck.groupby("member_id")["epoch"].apply(list).map(lambda e: e == [0, 2]).all()
-    row = ck[(ck["member_id"] == results[1].config.member_id) & (ck["epoch"] == 2)].iloc[0]
-    np.testing.assert_array_equal(row["params"], results[1].checkpoints[2][0])
-    assert z.layout("standard") == zoo.layout(zoo.build("standard")).to_json()
+def test_params_matrix_is_a_view_and_refuses_other_sizes():
+    vectors = [np.arange(i, i + 4, dtype=np.float32) for i in range(3)]
+    column = store.params_array(vectors)
+    matrix = store.params_matrix(column, 4)
+    np.testing.assert_array_equal(matrix, np.stack(vectors))
+    assert np.shares_memory(matrix, np.frombuffer(column.buffers()[2], np.float32))  # zero-copy
+    np.testing.assert_array_equal(store.params_matrix(column.slice(1), 4), np.stack(vectors[1:]))
+    assert np.frombuffer(column[2].as_py(), "<f4").tolist() == [2.0, 3.0, 4.0, 5.0]  # the README's one-liner
+    with pytest.raises(ValueError, match=r"\[16\] bytes: expected 20"):
+        store.params_matrix(column, 5)
+    with pytest.raises(ValueError, match=r"\['float64 \(4,\)'\]: must be 1-D float32"):
+        store.params_array([np.zeros(4, np.float64)])
 
 
-def test_direct_page_reader_matches_pyarrow_and_falls_back(tmp_path, monkeypatch):
-    monkeypatch.setattr(store.writer, "ROW_GROUP_ROWS", 3)  # several row groups and pages per file
+def test_row_groups_across_files_and_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(store.writer, "ROW_GROUP_ROWS", 3)  # several row groups per file
     z = make_zoo(tmp_path / "zoo")
-    results = [synthetic_result("standard", i) for i in range(10)]
-    path = store.commit(z, results[:8])
-    with pafs.LocalFileSystem().open_input_file(path) as source:
-        pf = pq.ParquetFile(source)
-        assert pf.num_row_groups == 3
-        for g in range(3):
-            expected = pf.read_row_group(g, columns=["params_init"])["params_init"].combine_chunks()
-            out = np.empty(len(expected) * 78042, np.float32)
-            assert store.pages.copy_plain_floats(source, pf.metadata.row_group(g).column(21), out)
-            np.testing.assert_array_equal(out, expected.flatten().to_numpy())
-    other = store.writer.members_table(results[8:], z.schema("standard"), {r.config.member_id: 1 for r in results})
-    foreign_layout = store.atomic_write_parquet(z, "members/family=standard/pack-other-tool.parquet", other)
-    with pafs.LocalFileSystem().open_input_file(foreign_layout) as source:  # snappy, v1 pages
-        meta = pq.ParquetFile(source).metadata.row_group(0).column(22)
-        assert not store.pages.copy_plain_floats(source, meta, np.empty(2 * 78042, np.float32))
-    used = []
-    real = store.pages.copy_plain_floats
-    monkeypatch.setattr(store.pages, "copy_plain_floats", lambda *a: used.append(real(*a)) or used[-1])
-    w, _ = z.weights("standard", which="init")
-    np.testing.assert_array_equal(w, np.stack([r.params_init for r in results]))
-    assert used.count(True) == 3 and used.count(False) == 1
-    streamed = list(z.iter_weights("standard", which="init", batch_size=4, workers=2))
-    assert [len(b) for b, _ in streamed] == [4, 4, 2]
-    np.testing.assert_array_equal(np.concatenate([b for b, _ in streamed]), w)
+    assert z.weights("standard")[0].shape == (0, 78042) and list(z.iter_weights("standard")) == []
+    results = [synthetic_result("standard", i, diverged=(i in (4, 9))) for i in range(12)]
+    path = store.commit(z, results[0::2])  # interleaved: each batch takes rows of both files
+    store.commit(z, results[1::2])
+    assert pq.ParquetFile(path).num_row_groups == 2
+    assert pq.ParquetFile(path).metadata.row_group(0).column(22).compression == "UNCOMPRESSED"
+    ok = [r for r in results if r.status == "ok"]
+    w, ids = z.weights("standard", which="init")
+    np.testing.assert_array_equal(w, np.stack([r.params_init for r in ok]))
+    assert list(ids) == [r.config.member_id for r in ok]
+    for batch_size, workers in ((4, 2), (1, 1), (100, None)):
+        streamed = list(z.iter_weights("standard", which="init", batch_size=batch_size, workers=workers))
+        assert [len(b) for b, _ in streamed] == [min(batch_size, 10 - i) for i in range(0, 10, batch_size)]
+        np.testing.assert_array_equal(np.concatenate([b for b, _ in streamed]), w)
+        assert [i for _, b in streamed for i in b] == list(ids)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        next(z.iter_weights("standard", batch_size=0))
+    with pytest.raises(ValueError, match="workers=0"):
+        z.weights("standard", workers=0)
 
 
 def test_members_columns_and_bad_queries(tmp_path):
@@ -195,6 +176,14 @@ def test_schema_drift_is_rejected_at_commit(tmp_path, kind, words):
         store.commit_tables(z, "standard", _drift(good, kind))
     assert all(w in str(err.value) for w in words), str(err.value)
     assert visible(tmp_path / "zoo") == []
+
+
+def test_a_schema_column_needs_a_result_field_of_that_name(tmp_path):
+    z = make_zoo(tmp_path / "zoo")
+    schema = z.schema("standard").append(pa.field("final_finite", pa.bool_(), nullable=False))
+    r = synthetic_result("standard", 0)
+    with pytest.raises(ValueError, match="column 'final_finite': MemberResult, its config and its metrics"):
+        store.writer.members_table([r], schema, {r.config.member_id: 1})
 
 
 @pytest.mark.parametrize("field, value, words", [
@@ -359,7 +348,7 @@ def test_deep_verify_catches_a_corrupted_page(tmp_path):
     assert [p for p, _ in report.bad] == [str(path)] and "CRC" in report.bad[0][1] and path.exists()
 
 
-def test_plain_pyarrow_and_duckdb_read_the_zoo(tmp_path):
+def test_plain_pyarrow_duckdb_and_pandas_read_the_whole_zoo(tmp_path):
     duckdb = pytest.importorskip("duckdb")
     z = make_zoo(tmp_path / "zoo", families=("standard", "w_asym"))
     store.commit(z, [synthetic_result("standard", i) for i in range(4)])
@@ -368,21 +357,203 @@ def test_plain_pyarrow_and_duckdb_read_the_zoo(tmp_path):
     quarantined.parent.mkdir(parents=True)
     quarantined.write_bytes(b"junk")  # what verify leaves behind
     (tmp_path / "zoo" / "members" / "family=standard" / ".pack-y.parquet.h.1.1.tmp").write_bytes(b"junk")
+    w = {f: z.weights(f) for f in ("standard", "w_asym")}
 
-    dataset = ds.dataset(tmp_path / "zoo" / "members" / "family=standard", format="parquet")
-    assert len(dataset.files) == 1  # the temp file is ignored
-    table = dataset.to_table()
-    w, ids = z.weights("standard")
-    order = np.argsort(table["index"].to_numpy())
-    np.testing.assert_array_equal(table["params_final"].combine_chunks().flatten().to_numpy().reshape(-1, 78042)[order], w)
+    table = ds.dataset(f"{z.path}/members", partitioning="hive").to_table()  # every family at once
+    assert sorted(table["family"].to_pylist()) == ["standard"] * 4 + ["w_asym"] * 3  # no junk, no temp
+    for family, (weights, ids) in w.items():
+        rows = table.filter(pc.equal(table["family"], family)).sort_by("index")
+        assert rows["member_id"].to_pylist() == list(ids)
+        np.testing.assert_array_equal(store.params_matrix(rows["params_final"], weights.shape[1]), weights)
 
-    glob = f"{tmp_path}/zoo/members/**/*.parquet"  # neither _quarantine/ nor temps match
-    counts = duckdb.sql(f"SELECT family, count(*) FROM read_parquet('{glob}', hive_partitioning=true) "
-                        "GROUP BY family ORDER BY family").fetchall()
-    assert counts == [("standard", 4), ("w_asym", 3)]
-    first = duckdb.sql(f"SELECT params_final[1], test_acc FROM read_parquet('{glob}') "
-                       f"WHERE member_id = '{ids[2]}'").fetchall()
-    assert first == [(pytest.approx(float(w[2, 0])), z.members()["test_acc"].iloc[2])]
+    glob = f"{z.path}/members/*/*.parquet"  # neither _quarantine/ nor temps match
+    counts = duckdb.sql(f"SELECT family, count(*), min(octet_length(params_final)) FROM read_parquet('{glob}', "
+                        "hive_partitioning=true) GROUP BY family ORDER BY family").fetchall()
+    assert counts == [("standard", 4, 4 * 78042), ("w_asym", 3, 4 * 60634)]
+    blob, acc = duckdb.sql(f"SELECT params_final, test_acc FROM read_parquet('{glob}', hive_partitioning=true) "
+                           f"WHERE member_id = '{w['w_asym'][1][2]}'").fetchall()[0]
+    np.testing.assert_array_equal(np.frombuffer(blob, "<f4"), w["w_asym"][0][2])
+    assert acc == z.members(family="w_asym")["test_acc"].iloc[2]
+
+    df = pd.read_parquet(f"{z.path}/members", partitioning=None).sort_values(["family", "index"])
+    standard = np.stack(df[df.family == "standard"].params_final.map(lambda b: np.frombuffer(b, "<f4")))
+    np.testing.assert_array_equal(standard, w["standard"][0])
+
+
+def flip_a_params_byte(path: Path, column: str = "params_final") -> None:
+    """Flip one bit in the middle of a params column chunk's values: footer and other pages intact."""
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == column)
+    data = bytearray(path.read_bytes())
+    data[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_is_caught_by_every_reader(tmp_path):
+    z = make_zoo(tmp_path / "zoo")
+    good = [synthetic_result("standard", i, checkpoints=(1,)) for i in range(3)]
+    store.commit(z, good)
+    damaged = Path(store.commit(z, [synthetic_result("standard", i, checkpoints=(1,)) for i in range(3, 5)]))
+    flip_a_params_byte(damaged)
+    ckpt = tmp_path / "zoo" / "checkpoints" / "family=standard" / damaged.name
+    flip_a_params_byte(ckpt, "params")
+    good_ids = [r.config.member_id for r in good]
+
+    readers = {
+        "committed_ids": lambda: sorted(z.committed_ids("standard")),
+        "weights": lambda: list(z.weights("standard")[1]),
+        "iter_weights": lambda: [i for _, ids in z.iter_weights("standard", batch_size=2) for i in ids],
+        "torch_dataset": lambda: list(z.torch_dataset("standard").member_ids),
+        "members(params_final)": lambda: z.members(["member_id", "params_final"])["member_id"].tolist(),
+        "checkpoints": lambda: sorted(set(z.checkpoints("standard")["member_id"])),
+    }
+    for name, read in readers.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert read() == (sorted(good_ids) if name in ("committed_ids", "checkpoints") else good_ids), name
+        said = [str(w.message) for w in caught if w.category is store.SkippedFileWarning]
+        assert any(f"skipping {damaged}" in m or f"skipping {ckpt}" in m for m in said), (name, said)
+        assert all("CRC" in m for m in said), (name, said)
+    with pytest.warns(store.SkippedFileWarning):
+        np.testing.assert_array_equal(z.weights("standard")[0], np.stack([r.params_final for r in good]))
+    assert len(z.members()) == 5  # the metadata pages are intact: its members are listed, their weights are not
+
+    report = store.verify(z.path)
+    assert sorted(p for p, _ in report.bad) == sorted([str(damaged), str(ckpt)])
+    quarantine = tmp_path / "zoo" / "_quarantine" / "members" / "family=standard"
+    assert not damaged.exists() and (quarantine / damaged.name).exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert z.committed_ids("standard") == set(good_ids)
+
+
+V1_FIXTURE = REPO / "tests" / "fixtures" / "v1_zoo"
+
+
+def v1_zoo(tmp_path) -> Path:
+    path = tmp_path / "v1_zoo"
+    shutil.copytree(V1_FIXTURE, path)
+    return path
+
+
+def fixture_values(family: str, index: int):
+    sys.path.insert(0, str(V1_FIXTURE.parent))
+    try:
+        from make_v1_zoo import LAYOUTS, v1_values
+    finally:
+        sys.path.remove(str(V1_FIXTURE.parent))
+    return v1_values(family, index, LAYOUTS[family][0]["size"])
+
+
+def snapshot(z) -> dict:
+    """Everything a reader returns of a zoo, params as raw bytes (NaN-safe comparison)."""
+    out = {"members": z.members(list(CONTRACT_COLUMNS)).assign(
+        params_init=lambda d: d.params_init.map(np.ndarray.tobytes),
+        params_final=lambda d: d.params_final.map(np.ndarray.tobytes))}
+    for f in z.families:
+        for which in ("init", "final"):
+            w, ids = z.weights(f, which, status=None)
+            out[f, which] = (w.tobytes(), list(ids))
+        out[f, "ckpt"] = z.checkpoints(f).assign(params=lambda d: d.params.map(np.ndarray.tobytes))
+    return out
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].equals(b[k]) if isinstance(a[k], pd.DataFrame) else a[k] == b[k], k
+
+
+def file_versions(path: Path) -> list[int]:
+    return sorted(store.schema.file_version(pq.read_schema(p)) for p in path.rglob("*.parquet"))
+
+
+def test_a_v1_zoo_reads_and_upgrades_in_place(tmp_path):
+    path = v1_zoo(tmp_path)
+    z = store.open_zoo(path)
+    assert z.version == 1 and file_versions(path) == [1] * 6
+    w, ids = z.weights("standard", status=None)
+    assert w.shape == (5, 6) and len(z.checkpoints("w_asym")) == 6
+    for i in range(5):
+        init, final, ckpts = fixture_values("standard", i)
+        np.testing.assert_array_equal(w[i], final)  # NaN where the fixture put one
+    before = snapshot(z)
+
+    report = store.upgrade(path)
+    assert len(report.rewritten) == 6 and report.rows_checked == 8 + 16 and report.manifest_version == 2
+    assert file_versions(path) == [2] * 6 and not list(path.rglob("*.tmp"))
+    upgraded = store.open_zoo(path)
+    assert upgraded.version == 2 and upgraded.manifest["upgraded"]["from"] == 1
+    assert_same(snapshot(upgraded), before)
+    assert store.verify(path).clean
+    again = store.upgrade(path)  # nothing left to do
+    assert again.rewritten == [] and again.current == 6
+    ds.dataset(f"{path}/members", partitioning="hive").to_table()  # one dataset now
+
+
+def _killed_at(monkeypatch, after_writes: int, where: str):
+    """Make the upgrade die (as a kill would, BaseException) at its n-th commit, before or after the rename."""
+    real, calls = store_fs.atomic_write, []
+
+    def dying(fs_or_root, path, write):
+        calls.append(path)
+        if len(calls) == after_writes and where == "before_rename":
+            def partial(stream):
+                stream.write(b"PAR1 half a file")
+                raise KeyboardInterrupt
+            return real(fs_or_root, path, partial)
+        result = real(fs_or_root, path, write)
+        if len(calls) == after_writes:
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(store_fs, "atomic_write", dying)
+
+
+@pytest.mark.parametrize("after_writes, where", [(1, "before_rename"), (3, "after_rename"), (6, "after_rename"),
+                                                 (7, "before_rename")])  # the 7th write is the manifest
+def test_a_killed_upgrade_leaves_a_readable_zoo_and_resumes(tmp_path, monkeypatch, after_writes, where):
+    path = v1_zoo(tmp_path)
+    before = snapshot(store.open_zoo(path))
+    _killed_at(monkeypatch, after_writes, where)
+    with pytest.raises(KeyboardInterrupt):
+        store.upgrade(path)
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every file still reads: v1 or v2, never half
+        assert_same(snapshot(store.open_zoo(path)), before)
+    done = after_writes - (where == "before_rename")
+    assert file_versions(path) == sorted([1] * (6 - min(done, 6)) + [2] * min(done, 6))
+    report = store.upgrade(path)
+    assert len(report.rewritten) == 6 - min(done, 6) and report.current == min(done, 6)
+    assert store.open_zoo(path).version == 2 and file_versions(path) == [2] * 6
+    assert_same(snapshot(store.open_zoo(path)), before)
+
+
+def test_writing_to_a_v1_zoo_asks_for_the_upgrade(tmp_path):
+    path = v1_zoo(tmp_path)
+    before = (path / "manifest.json").read_bytes()
+    args = dict(zoo_seed=0, families={"standard": 0}, recipe={"epochs": 2}, recipe_overrides={"epochs": 2},
+                data={"sha256": SHA}, layouts={"standard": store.open_zoo(path).layout("standard")})
+    with pytest.raises(ValueError) as err:
+        store.init_zoo(path, **args)
+    assert str(err.value) == (f"{path} is a schema v1 zoo, which this code reads but does not add to: run "
+                              f"`symzoo store upgrade {path}` (rewrites it to v2 in place, resumable), then rerun")
+    with pytest.raises(ValueError, match="symzoo store upgrade"):
+        store.commit(store.open_zoo(path), [synthetic_result("standard", 7)])
+    assert (path / "manifest.json").read_bytes() == before and file_versions(path) == [1] * 6
+
+
+def test_upgrade_leaves_an_unreadable_file_and_keeps_the_manifest_at_v1(tmp_path):
+    from pipelines.cli import main
+
+    path = v1_zoo(tmp_path)
+    bad = path / "members" / "family=w_asym" / "pack-bad.parquet"
+    bad.write_bytes(b"")
+    assert main(["store", "upgrade", str(path)]) == 1
+    assert store.open_zoo(path).version == 1 and bad.exists()
+    assert main(["store", "verify", str(path)]) == 1 and not bad.exists()
+    assert main(["store", "upgrade", str(path)]) == 0 and store.open_zoo(path).version == 2
 
 
 def test_manifest_mismatch_is_a_clear_error_and_changes_nothing(tmp_path):
@@ -492,7 +663,7 @@ def test_manifest_records_provenance_and_refuses_other_schema_versions(tmp_path)
     path.write_text(json.dumps(dict(m, schema_version=99)))
     with pytest.raises(ValueError, match="schema_version=99"):
         store.open_zoo(tmp_path / "zoo")
-    with pytest.raises(store.ManifestMismatch, match="schema_version: 99 in the zoo, 1 now"):
+    with pytest.raises(store.ManifestMismatch, match="schema_version: 99 in the zoo, 2 now"):
         make_zoo(tmp_path / "zoo")
     with pytest.raises(FileNotFoundError, match="manifest"):
         store.open_zoo(tmp_path / "nowhere")

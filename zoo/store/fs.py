@@ -9,11 +9,16 @@ is a server-side copy whose result appears whole; there is nothing to fsync.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import posixpath
+import re
 import socket
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -26,9 +31,27 @@ def resolve(path) -> tuple[pafs.FileSystem, str]:
     """A local path or a URI (file://, s3://, gs://, ...) -> (filesystem, path on it)."""
     text = os.fspath(path)
     if "://" in text:
-        fs, inner = pafs.FileSystem.from_uri(text)
+        fs, inner = pafs.FileSystem.from_uri(with_s3_defaults(text))
         return fs, inner.rstrip("/") or "/"
     return pafs.LocalFileSystem(), os.path.abspath(text)
+
+
+def with_s3_defaults(uri: str) -> str:
+    """An s3:// URI with symzoo's S3 options added where the URI does not set them itself.
+
+    allow_delayed_open: a file smaller than one upload part (the manifest, a small pack) is one
+    PutObject instead of three multipart requests, and a writer killed mid-file leaves no
+    incomplete multipart upload behind for it. endpoint_override from $AWS_ENDPOINT_URL_S3: the
+    AWS SDK inside pyarrow reads $AWS_ENDPOINT_URL but not the S3-specific variable that boto3
+    and the AWS CLI honour first, so without this the two would write to different servers.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme != "s3":
+        return uri
+    defaults = {"allow_delayed_open": "true"}
+    if os.environ.get("AWS_ENDPOINT_URL_S3"):
+        defaults["endpoint_override"] = os.environ["AWS_ENDPOINT_URL_S3"]
+    return parts._replace(query=urlencode({**defaults, **dict(parse_qsl(parts.query))})).geturl()
 
 
 def target(fs_or_root, path: str) -> tuple[pafs.FileSystem, str]:
@@ -98,8 +121,7 @@ def atomic_write(fs_or_root, path: str, write) -> str:
     fs.create_dir(parent, recursive=True)
     tmp = posixpath.join(parent, temp_name(name))
     try:
-        with fs.open_output_stream(tmp) as stream:
-            write(stream)
+        _write_stream(fs, tmp, write)
         if is_local(fs):
             _fsync(tmp)  # the data must be on disk before the rename makes it visible
         fs.move(tmp, path)  # replaces an existing file of that name: a retried commit is harmless
@@ -109,6 +131,24 @@ def atomic_write(fs_or_root, path: str, write) -> str:
     if is_local(fs):
         _fsync(parent)  # make the rename itself durable
     return path
+
+
+# pyarrow's CompleteMultipartUpload error when the server's 200 OK body was no
+# <CompleteMultipartUploadResult>: pyarrow then takes it for an embedded error, retries ~25 s and
+# reports no error code or message at all.
+_UNRECOGNISED_COMPLETION = re.compile(r"CompleteMultipartUpload operation:\s*$")
+
+
+def _write_stream(fs: pafs.FileSystem, path: str, write) -> None:
+    try:
+        with fs.open_output_stream(path) as stream:
+            write(stream)
+    except OSError as e:
+        if not _UNRECOGNISED_COMPLETION.search(str(e)):
+            raise
+        raise OSError(f"{e}[the S3 server acknowledged the upload with a reply that is not S3's "
+                      "CompleteMultipartUploadResult; moto before 5.2.5 does that (getmoto/moto#10055): "
+                      "upgrade the server]") from e
 
 
 def atomic_write_parquet(fs_or_root, path: str, table, **write_options) -> str:
@@ -135,3 +175,47 @@ def remove_quietly(fs: pafs.FileSystem, path: str) -> None:
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as stream:
         return stream.read()
+
+
+@contextmanager
+def local_folder(uri):
+    """A local folder that stands in for `uri`, for stages that write their outputs with local-file
+    APIs (JSON records, CSV, PNG). A local path is itself. For an object store the stand-in is a
+    cache folder of this machine, one per URI: the URI's files are downloaded into it first, so a
+    rerun resumes from what any earlier run uploaded, and what the stage changed is uploaded
+    afterwards, after an error too. A killed process uploads nothing, but its files stay in the
+    cache and go up with the next run's from this machine."""
+    fs, root = resolve(uri)
+    if is_local(fs):
+        yield Path(root)
+        return
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "symzoo", "outputs",
+                 hashlib.sha256(os.fspath(uri).encode()).hexdigest()[:16])
+    before = _download(fs, root, cache)
+    try:
+        yield cache
+    finally:
+        n = _upload(cache, before, fs, root)
+        print(f"symzoo: {n} changed files of {cache} uploaded to {uri}", file=sys.stderr)
+
+
+def _state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def _download(fs: pafs.FileSystem, root: str, cache: Path) -> dict[str, tuple[int, int]]:
+    """Every visible file under `root` into `cache`; returns the cache's state afterwards."""
+    for info in list_files(fs, root):
+        rel = posixpath.relpath(info.path, root)
+        if not is_hidden(rel):
+            atomic_write_bytes(str(cache), rel, read_bytes(fs, info.path))
+    return _state(cache)
+
+
+def _upload(cache: Path, before: dict, fs: pafs.FileSystem, root: str) -> int:
+    """The files of `cache` that are new or changed since `before`, each atomically; their count."""
+    changed = [rel for rel, state in _state(cache).items() if before.get(rel) != state and not is_hidden(rel)]
+    for rel in changed:
+        atomic_write_bytes(fs, posixpath.join(root, rel), (cache / rel).read_bytes())
+    return len(changed)

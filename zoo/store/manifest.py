@@ -20,7 +20,7 @@ from pathlib import Path
 from ..layout import layout
 from ..families import build, check_family, fixed_digest
 from . import fs as store_fs
-from .schema import SCHEMA_VERSION
+from .schema import READABLE_VERSIONS, SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
 PACKAGES = ("torch", "numpy", "pyarrow", "pandas", "scipy", "scikit-learn", "matplotlib")
@@ -102,7 +102,7 @@ def package_versions() -> dict:
     return found
 
 
-def build_manifest(*, zoo_seed, families, recipe, recipe_overrides, data, layouts=None) -> dict:
+def build_manifest(*, zoo_seed, families, recipe, recipe_overrides, data, layouts=None, replicates: int = 1) -> dict:
     _check_args(zoo_seed, families, recipe, recipe_overrides, data)
     layouts = layouts or {}
     unknown = sorted(set(layouts) - set(families))
@@ -111,6 +111,7 @@ def build_manifest(*, zoo_seed, families, recipe, recipe_overrides, data, layout
     return {
         "schema_version": SCHEMA_VERSION,
         "zoo_seed": zoo_seed,
+        "replicates": replicates,  # trainings per member index planned (zoo.members: replicate r), the most ever
         "families": {f: _family_entry(f, s, layouts.get(f)) for f, s in families.items()},
         "recipe": _json("recipe", recipe),
         "recipe_overrides": _json("recipe_overrides", recipe_overrides),
@@ -170,9 +171,18 @@ def read_manifest(fs, root: str) -> dict:
     if manifest is None:
         raise FileNotFoundError(f"{root}: no {MANIFEST}, so not a symzoo zoo (symzoo generate creates one)")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{root}/{MANIFEST}: schema_version={version!r}; this code reads version {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{root}/{MANIFEST}: schema_version={version!r}; this code reads versions {READABLE_VERSIONS}")
     return manifest
+
+
+def upgrade_needed(root: str, manifest: dict) -> str | None:
+    """The one line that tells a writer to upgrade an older zoo first; None for a current one."""
+    version = manifest.get("schema_version")
+    if version in READABLE_VERSIONS and version != SCHEMA_VERSION:
+        return (f"{root} is a schema v{version} zoo, which this code reads but does not add to: run "
+                f"`symzoo store upgrade {root}` (rewrites it to v{SCHEMA_VERSION} in place, resumable), then rerun")
+    return None
 
 
 def write_manifest(fs, root: str, manifest: dict) -> None:

@@ -1,10 +1,14 @@
 """Reading a zoo: member tables as pandas, weights as one [n, P] float32 array or in batches.
 
-Readers see only complete, valid files: hidden names (".", "_") are ignored; a file that cannot
-be read, or whose schema, family or zoo seed is not this zoo's, is skipped with a
-SkippedFileWarning naming it (`symzoo store verify` moves it aside). A member held by two files,
-as after two writers raced on overlapping packs, is read once, from the file first in path order.
+Every read goes through pyarrow with page checksums verified. Readers see only complete, valid
+files: hidden names (".", "_") are ignored; a file that cannot be read, fails a page checksum,
+or whose schema, family or zoo seed is not this zoo's, is skipped with a SkippedFileWarning
+naming it (`symzoo store verify` moves it aside). A reader checks the pages it reads: members()
+those of the small columns, weights() also those of the weights column it returns, and
+committed_ids() (the work a resumed generate skips) every page. A member held by two files, as
+after two writers raced on overlapping packs, is read once, from the file first in path order.
 Rows come sorted by (member index, member id), whatever the files the members were packed into.
+Files of schema v1 (a zoo not yet through `symzoo store upgrade`) read the same way.
 """
 from __future__ import annotations
 
@@ -23,13 +27,14 @@ import torch
 
 from ..families import build, fixed_digest
 from . import fs as store_fs
-from . import pages
 from .manifest import read_manifest
-from .schema import MEMBER_COLUMNS, PARAMS, PARAMS_COLUMNS, checkpoints_schema, members_schema, schema_problems
+from .schema import (MEMBER_COLUMNS, PARAMS, PARAMS_COLUMNS, SCHEMA_VERSION, checkpoints_schema, file_version,
+                     members_schema, params_matrix, schema_problems)
 
 TABLES = ("members", "checkpoints")
 SCALAR_COLUMNS = tuple(n for n, t, _ in MEMBER_COLUMNS if t is not PARAMS)
 STATUSES = ("ok", "diverged", None)  # None: every member
+READ_ERRORS = (OSError, ValueError, pa.ArrowException)  # a damaged or foreign file raises one of these
 
 
 class SkippedFileWarning(UserWarning):
@@ -42,9 +47,10 @@ class Inspection(NamedTuple):
     problem: str | None  # why the file is not usable, else None
 
 
-def open_parquet(fs, path: str, *, verify_checksums: bool = False) -> pq.ParquetFile:
-    """Plain reads, not memory maps: as fast here, and a read's memory then shows in its RSS."""
-    return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=verify_checksums)
+def open_parquet(fs, path: str) -> pq.ParquetFile:
+    """Plain reads, not memory maps: as fast here, and a read's memory then shows in its RSS.
+    Page checksums are always verified: a flipped bit must fail loudly, not return weights."""
+    return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=True)
 
 
 def _foreign(zoo: "Zoo", table: pa.Table, family: str) -> str | None:
@@ -56,58 +62,66 @@ def _foreign(zoo: "Zoo", table: pa.Table, family: str) -> str | None:
     return None
 
 
+def _read(zoo: "Zoo", path: str, family: str, table: str, columns, deep: bool):
+    """(table of `columns`, rows per row group) or (None, problem) for one file."""
+    with open_parquet(zoo.fs, path) as pf:
+        version = file_version(pf.schema_arrow) or SCHEMA_VERSION
+        problems = schema_problems(pf.schema_arrow, zoo.schema(family, table, version))
+        if problems:
+            return None, "; ".join(problems)
+        rows = tuple(pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups))
+        got = pf.read(columns=list(columns), use_threads=False)
+        for i in range(pf.num_row_groups if deep else 0):  # one row group in memory at a time
+            pf.read_row_group(i, use_threads=False)
+    return (got, rows), None
+
+
 def inspect_file(zoo: "Zoo", path: str, family: str, table: str, columns=(), *, deep=False) -> Inspection:
-    """Read `columns` of one file, or say why the file is unusable. `deep` reads every page and
-    verifies page checksums, catching corruption that the footer and small columns do not show."""
+    """Read `columns` of one file, or say why the file is unusable. `deep` reads every page,
+    catching damage in pages that `columns` do not touch (all reads verify page checksums)."""
     if table == "members":
         columns = list(dict.fromkeys([*columns, "family", "zoo_seed"]))
     try:
-        with open_parquet(zoo.fs, path, verify_checksums=deep) as pf:
-            problems = schema_problems(pf.schema_arrow, zoo.schema(family, table))
-            if problems:
-                return Inspection(None, (), "; ".join(problems))
-            rows = tuple(pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups))
-            got = pf.read(columns=list(columns), use_threads=False)
-            for i in range(pf.num_row_groups if deep else 0):
-                pf.read_row_group(i, use_threads=False)
-    except (OSError, ValueError, pa.ArrowException) as e:
+        found, problem = _read(zoo, path, family, table, columns, deep)
+    except READ_ERRORS as e:
         return Inspection(None, (), f"unreadable: {type(e).__name__}: {e}")
+    if problem:
+        return Inspection(None, (), problem)
+    got, rows = found
     problem = _foreign(zoo, got, family) if table == "members" else None
     return Inspection(None if problem else got, rows, problem)
 
 
+def _skip(path: str, problem: str) -> None:
+    warnings.warn(f"skipping {path}: {problem} (symzoo store verify moves it aside)", SkippedFileWarning,
+                  stacklevel=4)
+
+
 @dataclass(frozen=True)
-class _Part:
-    """The selected rows of one row group, and where they go in the output."""
+class _Piece:
+    """The selected rows of one row group and where they go: out[dst] = block[rows]."""
     path: str
-    row_group: int
+    group: int
     rows: np.ndarray  # [k] row indices within the row group
-    dst: np.ndarray  # [k] output positions
-    group_rows: int  # rows in the row group
-
-    @property
-    def whole(self) -> bool:
-        """Every row of the group, to consecutive output rows: it can be read in place."""
-        return len(self.rows) == self.group_rows and _is_range(self.rows) and _is_range(self.dst)
+    dst: np.ndarray  # [k] output rows, ascending
 
 
-def _is_range(a: np.ndarray) -> bool:
-    return len(a) > 0 and int(a[-1]) - int(a[0]) == len(a) - 1 and bool((np.diff(a) == 1).all())
+def _span(a: np.ndarray):
+    """A slice for consecutive indices, so the copy below is a plain block copy; else `a`."""
+    if len(a) and int(a[-1]) - int(a[0]) == len(a) - 1 and bool((np.diff(a) == 1).all()):
+        return slice(int(a[0]), int(a[-1]) + 1)
+    return a
 
 
-def _place(out: np.ndarray, dst: np.ndarray, block: np.ndarray, rows: np.ndarray) -> None:
-    """out[dst] = block[rows], as plain slice copies in the usual case of consecutive members."""
-    src = block if len(rows) == len(block) and _is_range(rows) else block[rows]
-    if _is_range(dst):
-        out[dst[0] : dst[0] + len(dst)] = src
-    else:
-        out[dst] = src
+def _put(out: np.ndarray, b0: int, piece: _Piece, block: np.ndarray) -> None:
+    """Copy the piece's rows that fall in out's range [b0, b0 + len(out)) into place."""
+    lo, hi = np.searchsorted(piece.dst, [b0, b0 + len(out)])
+    out[_span(piece.dst[lo:hi] - b0)] = block[_span(piece.rows[lo:hi])]
 
 
 def _threads(workers: int | None, tasks: int) -> int:
-    """Threads overlap one row group's I/O with another's copy, and pyarrow's fallback decode of
-    a list column (about 1 GB/s per core) scales with them: use every core by default."""
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
+    """Threads overlap one row group's read with another's copy and checksum: every core by default."""
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise ValueError(f"workers={workers!r}: must be an int >= 1 or None (one per CPU)")
     return max(1, min(workers or os.cpu_count() or 1, tasks))
 
@@ -121,6 +135,26 @@ def _params_column(which: str) -> str:
 def _check_status(status) -> None:
     if status not in STATUSES:
         raise ValueError(f"status={status!r}: must be one of {STATUSES}")
+
+
+def _locations(file: int, seen: Inspection | None) -> pd.DataFrame:
+    """member_id, index, status and (file, row group, row within it) of every row of one file."""
+    if seen is None:
+        return pd.DataFrame({c: [] for c in ("member_id", "index", "status", "file", "group", "row")})
+    starts = np.cumsum((0,) + seen.row_group_rows)
+    rows = np.arange(seen.table.num_rows)
+    group = np.searchsorted(starts, rows, side="right") - 1
+    df = seen.table.select(["member_id", "index", "status"]).to_pandas()
+    return df.assign(file=file, group=group, row=rows - starts[group])
+
+
+def _frame(table: pa.Table, n_params: int) -> pd.DataFrame:
+    """A file's rows as pandas, each params value as a [P] float32 array (a view of the table)."""
+    params = [c for c in table.column_names if c in PARAMS_COLUMNS + ("params",)]
+    df = table.drop_columns(params).to_pandas()
+    for c in params:
+        df[c] = list(params_matrix(table.column(c), n_params))
+    return df[table.column_names]
 
 
 class Zoo:
@@ -161,11 +195,16 @@ class Zoo:
         """Per-tensor {"name", "shape", "offset", "size"} in flat order (zoo.Layout.to_json)."""
         return self._family(family)["layout"]
 
-    def schema(self, family: str, table: str = "members") -> pa.Schema:
+    @property
+    def version(self) -> int:
+        """The schema version of the zoo's manifest: 1 until `symzoo store upgrade` rewrites it."""
+        return int(self.manifest["schema_version"])
+
+    def schema(self, family: str, table: str = "members", version: int = SCHEMA_VERSION) -> pa.Schema:
         if table not in TABLES:
             raise ValueError(f"table={table!r}: must be one of {TABLES}")
         make = members_schema if table == "members" else checkpoints_schema
-        return make(self.n_params(family))
+        return make(self.n_params(family), self.layout(family), version)
 
     def folder(self, family: str, table: str = "members") -> str:
         self._family(family)
@@ -175,27 +214,27 @@ class Zoo:
         """The visible .parquet files of one family's table, in path order (valid or not)."""
         return store_fs.visible_parquet(self.fs, self.folder(family, table))
 
-    def _valid_tables(self, family: str, table: str, columns) -> list[tuple[str, Inspection]]:
-        found = []
-        for path in self.files(family, table):
-            seen = inspect_file(self, path, family, table, columns)
-            if seen.problem:
-                warnings.warn(f"skipping {path}: {seen.problem} (symzoo store verify moves it aside)",
-                              SkippedFileWarning, stacklevel=3)
-            else:
-                found.append((path, seen))
-        return found
+    def _valid_tables(self, family: str, table: str, columns, deep: bool = False) -> list[tuple[str, Inspection]]:
+        paths = self.files(family, table)
+        with ThreadPoolExecutor(_threads(None, len(paths))) as pool:
+            seen = list(pool.map(lambda path: inspect_file(self, path, family, table, columns, deep=deep), paths))
+        for path, found in zip(paths, seen):
+            if found.problem:
+                _skip(path, found.problem)  # here, not in a worker thread: warnings filters are global
+        return [(path, found) for path, found in zip(paths, seen) if not found.problem]
 
     def committed_ids(self, family: str) -> set[str]:
-        """Members whose results are committed: the work a resumed sweep skips."""
-        return {i for _, seen in self._valid_tables(family, "members", ["member_id"])
+        """Members whose results are committed and intact: the work a resumed generate skips. Every
+        page of every file is checked, so the members of a damaged file are trained again."""
+        return {i for _, seen in self._valid_tables(family, "members", ["member_id"], deep=True)
                 for i in seen.table.column("member_id").to_pylist()}
 
     def _family_frame(self, family: str, columns: list[str]) -> pd.DataFrame:
-        tables = [seen.table.select(columns) for _, seen in self._valid_tables(family, "members", columns)]
-        if not tables:
-            return self.schema(family).empty_table().select(columns).to_pandas()
-        df = pa.concat_tables(tables).to_pandas().drop_duplicates("member_id", keep="first")
+        frames = [_frame(seen.table.select(columns), self.n_params(family))
+                  for _, seen in self._valid_tables(family, "members", columns)]
+        if not frames:
+            return _frame(self.schema(family).empty_table().select(columns), self.n_params(family))
+        df = pd.concat(frames, ignore_index=True).drop_duplicates("member_id", keep="first")
         return df.sort_values(["index", "member_id"], kind="stable")
 
     def members(self, columns=None, where: str | None = None, family: str | None = None) -> pd.DataFrame:
@@ -220,105 +259,90 @@ class Zoo:
                 raise ValueError(f"where={where!r}: not a valid query on {list(SCALAR_COLUMNS)} ({e})") from None
         return df[columns].reset_index(drop=True)
 
-    def _plan(self, family: str, status) -> tuple[list[_Part], np.ndarray]:
-        """Which row of which row group holds each selected member, and its output position."""
+    def _plan(self, family: str, status) -> tuple[list[_Piece], pd.DataFrame]:
+        """Which row of which row group holds each selected member: the pieces to read, and one
+        row per output row (member_id, path)."""
         _check_status(status)
-        rows, seen_ids = [], set()
-        for path, seen in self._valid_tables(family, "members", ["member_id", "index", "status"]):
-            starts = np.cumsum((0,) + seen.row_group_rows)
-            t = seen.table.to_pydict()
-            for r, (mid, index, st) in enumerate(zip(t["member_id"], t["index"], t["status"])):
-                if mid not in seen_ids and (status is None or st == status):
-                    g = int(np.searchsorted(starts, r, side="right")) - 1
-                    rows.append((index, mid, path, g, r - starts[g], seen.row_group_rows[g]))
-                seen_ids.add(mid)
-        rows.sort(key=lambda row: row[:2])
-        table = pd.DataFrame(rows, columns=["index", "member_id", "path", "group", "row", "group_rows"])
-        table["dst"] = np.arange(len(table))
-        parts = [_Part(p, int(g), grp["row"].to_numpy(np.int64), grp["dst"].to_numpy(np.int64), int(n))
-                 for (p, g, n), grp in table.groupby(["path", "group", "group_rows"], sort=False)]
-        parts.sort(key=lambda part: int(part.dst[0]))
-        return parts, table["member_id"].to_numpy(dtype=object)
+        valid = self._valid_tables(family, "members", ["member_id", "index", "status"])
+        paths = [path for path, _ in valid]
+        table = pd.concat([_locations(k, seen) for k, (_, seen) in enumerate(valid)] or [_locations(0, None)],
+                          ignore_index=True).drop_duplicates("member_id", keep="first")
+        table = table[table["status"] == status] if status is not None else table
+        table = table.sort_values(["index", "member_id"], kind="stable").reset_index(drop=True)
+        table["dst"], table["path"] = np.arange(len(table)), np.array(paths, dtype=object)[table["file"]]
+        pieces = [_Piece(paths[k], int(g), grp["row"].to_numpy(np.int64), grp["dst"].to_numpy(np.int64))
+                  for (k, g), grp in table.groupby(["file", "group"], sort=False)]
+        return sorted(pieces, key=lambda piece: int(piece.dst[0])), table[["member_id", "path"]]
 
-    def _read_block(self, part: _Part, column: str, n_params: int, into: np.ndarray | None = None):
-        """The row group's params [group_rows, P] float32, written into `into` when given; None
-        (with a warning) if its pages are damaged. The store's own files take the direct page
-        reader (zoo.store.pages); others are decoded by pyarrow."""
-        block = into if into is not None else np.empty((part.group_rows, n_params), dtype=np.float32)
+    def _read_group(self, piece: _Piece, column: str, n_params: int) -> tuple[np.ndarray | None, str | None]:
+        """(the row group's params [rows, P] float32, read-only, None) or (None, why not)."""
         try:
-            with self.fs.open_input_file(part.path) as source:
-                meta = pq.ParquetFile(source).metadata.row_group(part.row_group)
-                leaf = next(meta.column(i) for i in range(meta.num_columns)
-                            if meta.column(i).path_in_schema.split(".")[0] == column)
-                if not pages.copy_plain_floats(source, leaf, block.reshape(-1)):
-                    chunked = pq.ParquetFile(source).read_row_group(part.row_group, columns=[column], use_threads=False)
-                    block[:] = chunked.column(0).combine_chunks().flatten().to_numpy().reshape(-1, n_params)
-            return block
-        except (OSError, ValueError, pa.ArrowException, StopIteration) as e:
-            warnings.warn(f"skipping {part.path} row group {part.row_group}: {e}", SkippedFileWarning, stacklevel=3)
-            return None
+            with open_parquet(self.fs, piece.path) as pf:
+                chunk = pf.read_row_group(piece.group, columns=[column], use_threads=False).column(0)
+            return params_matrix(chunk, n_params), None
+        except READ_ERRORS as e:
+            return None, f"row group {piece.group}: {type(e).__name__}: {e}"
 
-    def _fill(self, out: np.ndarray, part: _Part, column: str) -> bool:
-        if part.whole:  # the usual case: decode straight into the output rows
-            return self._read_block(part, column, out.shape[1], into=out[part.dst[0] : part.dst[-1] + 1]) is not None
-        block = self._read_block(part, column, out.shape[1])
-        if block is not None:
-            _place(out, part.dst, block, part.rows)
-        return block is not None
+    def _gather(self, pool, out: np.ndarray, b0: int, pieces: list[_Piece], column: str, cache: dict):
+        """Fill out's rows [b0, b0 + len(out)) from the pieces that reach them, in `pool`'s threads.
+        Returns {path: problem} of files that failed, and the blocks later rows still need."""
+        b1 = b0 + len(out)
+        todo = [p for p in pieces if p.dst[0] < b1 and p.dst[-1] >= b0]
+
+        def one(piece: _Piece):
+            key = (piece.path, piece.group)
+            block, problem = (cache[key], None) if key in cache else self._read_group(piece, column, out.shape[1])
+            if block is not None:
+                _put(out, b0, piece, block)
+            return key, (block if piece.dst[-1] >= b1 else None), problem  # drop it as soon as it is copied
+
+        done = list(pool.map(one, todo))
+        problems = {path: why for (path, _), _, why in done if why}
+        return problems, {key: block for key, block, _ in done if block is not None}
 
     def weights(self, family: str, which: str = "final", status: str | None = "ok",
                 workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(params [n, P] float32, member ids [n]) of one family, rows sorted by member index.
 
-        The array is allocated once and each row group is decoded straight into its rows, by
-        `workers` threads (default: one per CPU), so peak memory is about the array itself.
+        The array is allocated once and each row group is copied straight into its rows, by
+        `workers` threads (default: one per CPU), so peak memory is about the array itself. A
+        file whose pages fail their checksum is left out, with a warning naming it.
         """
         column = _params_column(which)
-        parts, ids = self._plan(family, status)
-        out = np.empty((len(ids), self.n_params(family)), dtype=np.float32)
-        with ThreadPoolExecutor(_threads(workers, len(parts))) as pool:
-            done = list(pool.map(lambda part: self._fill(out, part, column), parts))
-        if not all(done):  # rare: a file damaged after its small columns were read; drop its rows
-            keep = np.ones(len(ids), dtype=bool)
-            for part, ok in zip(parts, done):
-                keep[part.dst] &= ok
+        pieces, rows = self._plan(family, status)
+        out = np.empty((len(rows), self.n_params(family)), dtype=np.float32)
+        with ThreadPoolExecutor(_threads(workers, len(pieces))) as pool:
+            problems, _ = self._gather(pool, out, 0, pieces, column, {})
+        ids = rows["member_id"].to_numpy(dtype=object)
+        if problems:  # rare: damage in pages that the small columns do not share; drop the file
+            for path, why in problems.items():
+                _skip(path, why)
+            keep = ~rows["path"].isin(problems).to_numpy()
             out, ids = out[keep], ids[keep]
         return out, ids
-
-    def _batch_piece(self, out: np.ndarray, b0: int, part: _Part, cached, column: str):
-        """Put the part's rows that fall in out's range [b0, b0 + len(out)) in place. Returns (ok,
-        the part's block when later batches still need rows of it)."""
-        b1 = b0 + len(out)
-        if cached is None and part.whole and part.dst[0] >= b0 and part.dst[-1] < b1:
-            view = out[part.dst[0] - b0 : part.dst[-1] - b0 + 1]
-            return self._read_block(part, column, out.shape[1], into=view) is not None, None
-        block = cached if cached is not None else self._read_block(part, column, out.shape[1])
-        if block is None:
-            return False, None
-        lo, hi = np.searchsorted(part.dst, [b0, b1])  # dst ascends within a part
-        _place(out, part.dst[lo:hi] - b0, block, part.rows[lo:hi])
-        return True, (block if part.dst[-1] >= b1 else None)
 
     def iter_weights(self, family: str, which: str = "final", status: str | None = "ok", batch_size: int = 1024,
                      workers: int | None = None):
         """Yield (params [<= batch_size, P] float32, member ids) in the order of `weights`, holding
-        one batch and the row groups that straddle batches: for zoos larger than memory."""
-        if not isinstance(batch_size, int) or batch_size < 1:
+        one batch and the row groups that straddle batches: for zoos larger than memory. A file
+        found damaged is left out from then on (with a warning); rows already yielded from it
+        passed their checksums."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be an int >= 1")
         column, n_params = _params_column(which), self.n_params(family)
-        parts, ids = self._plan(family, status)
-        cache: dict[int, np.ndarray] = {}
-        with ThreadPoolExecutor(_threads(workers, len(parts))) as pool:
-            for b0 in range(0, len(ids), batch_size):
-                out = np.empty((min(batch_size, len(ids) - b0), n_params), dtype=np.float32)
-                needed = [i for i, part in enumerate(parts) if part.dst[0] < b0 + len(out) and part.dst[-1] >= b0]
-                results = list(pool.map(lambda i: self._batch_piece(out, b0, parts[i], cache.get(i), column), needed))
-                got = np.zeros(len(out), dtype=bool)
-                for i, (ok, _) in zip(needed, results):
-                    lo, hi = np.searchsorted(parts[i].dst, [b0, b0 + len(out)])
-                    got[parts[i].dst[lo:hi] - b0] = ok
-                cache = {i: block for i, (_, block) in zip(needed, results) if block is not None}
-                yield (out if got.all() else out[got]), ids[b0 : b0 + len(out)][got]
+        pieces, rows = self._plan(family, status)
+        cache, bad = {}, set()
+        with ThreadPoolExecutor(_threads(workers, len(pieces))) as pool:
+            for b0 in range(0, len(rows), batch_size):
+                batch = rows.iloc[b0 : b0 + batch_size]
+                out = np.empty((len(batch), n_params), dtype=np.float32)
+                live = [p for p in pieces if p.path not in bad]
+                problems, cache = self._gather(pool, out, b0, live, column, cache)
+                for path, why in problems.items():
+                    _skip(path, why)
+                bad |= set(problems)
+                keep = ~batch["path"].isin(bad).to_numpy()
+                yield (out if keep.all() else out[keep]), batch["member_id"].to_numpy(dtype=object)[keep]
 
     def torch_dataset(self, family: str, which: str = "final", target: str = "test_acc",
                       status: str | None = "ok") -> "WeightDataset":
@@ -333,18 +357,21 @@ class Zoo:
 
     def checkpoints(self, family: str, columns=None) -> pd.DataFrame:
         """Recorded checkpoints of committed members: one row per (member_id, epoch), params as
-        arrays. Rows of members whose members file is not committed are left out."""
+        arrays. Rows of members whose members file is not readable are left out."""
         names = self.schema(family, "checkpoints").names
         columns = list(names if columns is None else columns)
         unknown = [c for c in columns if c not in names]
         if unknown:
             raise ValueError(f"columns={unknown}: unknown; allowed: {names}")
         read = list(dict.fromkeys(["member_id", "epoch", *columns]))
-        tables = [seen.table for _, seen in self._valid_tables(family, "checkpoints", read)]
-        if not tables:
-            return self.schema(family, "checkpoints").empty_table().select(columns).to_pandas()
-        df = pa.concat_tables(tables).to_pandas().drop_duplicates(["member_id", "epoch"], keep="first")
-        df = df[df["member_id"].isin(self.committed_ids(family))]
+        n_params = self.n_params(family)
+        frames = [_frame(seen.table, n_params) for _, seen in self._valid_tables(family, "checkpoints", read)]
+        if not frames:
+            return _frame(self.schema(family, "checkpoints").empty_table().select(columns), n_params)
+        df = pd.concat(frames, ignore_index=True).drop_duplicates(["member_id", "epoch"], keep="first")
+        members = {i for _, seen in self._valid_tables(family, "members", ["member_id"])
+                   for i in seen.table.column("member_id").to_pylist()}
+        df = df[df["member_id"].isin(members)]
         return df.sort_values(["member_id", "epoch"])[columns].reset_index(drop=True)
 
 

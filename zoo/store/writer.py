@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+from dataclasses import asdict, fields
 
 import numpy as np
 import pyarrow as pa
@@ -16,22 +17,26 @@ import pyarrow as pa
 from ..records import METRICS, MemberResult
 from . import fs as store_fs
 from .manifest import (ManifestMismatch, build_manifest, differences, load_manifest, provenance_update,
-                       write_manifest)
+                       upgrade_needed, write_manifest)
 from .reader import Zoo, open_zoo
-from .schema import ROW_GROUP_ROWS, check_table
+from .schema import N_PARAMS_KEY, PARAMS, ROW_GROUP_ROWS, check_table, params_array
 
 _STRINGS = ["member_id", "family", "status", "device", "data_sha"]
 
 
 def write_options(schema: pa.Schema) -> dict:
-    """Parameters stay uncompressed and plain: floats barely compress, and plain pages decode at
-    memory speed. Page checksums let `verify` detect corrupted pages."""
+    """Parameters are stored plain and uncompressed, without statistics: floats barely compress,
+    and plain binary pages decode at memory speed (a page is then a length prefix and the bytes).
+    Page checksums let every reader catch a flipped bit. Data pages v1: every Parquet reader
+    (DuckDB, polars, Spark) reads them."""
+    params = [f.name for f in schema if f.type == PARAMS]
     return {
-        "compression": {n: "none" if pa.types.is_fixed_size_list(schema.field(n).type) else "zstd"
-                        for n in schema.names},
+        "compression": {n: "none" if n in params else "zstd" for n in schema.names},
         "use_dictionary": [n for n in schema.names if n in _STRINGS],
+        "column_encoding": {n: "PLAIN" for n in params},
+        "write_statistics": [n for n in schema.names if n not in params],
         "write_page_checksum": True,
-        "data_page_version": "2.0",
+        "data_page_version": "1.0",
         "row_group_size": ROW_GROUP_ROWS,
     }
 
@@ -41,7 +46,8 @@ def _populated(fs, root: str) -> int:
 
 
 def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, recipe_overrides: dict,
-             data: dict, layouts: dict[str, list] | None = None, new_zoo: bool = False, filesystem=None) -> Zoo:
+             data: dict, layouts: dict[str, list] | None = None, new_zoo: bool = False, filesystem=None,
+             replicates: int = 1) -> Zoo:
     """Create a zoo's manifest, or check that an existing zoo can be resumed with these settings.
 
     Resuming requires the same schema version, zoo seed, recipe, data sha256, and asym seeds and
@@ -49,13 +55,17 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
     nothing is written). New families are added to the manifest. `layouts` (zoo.Layout.to_json()
     per family) defaults to the layout of zoo.build(family, asym_seed). new_zoo=True writes a
     fresh manifest over an old one, but only while the path holds no committed member or
-    checkpoint file: it never deletes results (choose another path for that).
+    checkpoint file: it never deletes results (choose another path for that). `replicates` (k of
+    zoo.generate) is recorded; a resume with a larger k records that one (LMC looks for up to k).
     """
     fs, root = (filesystem, os.fspath(path)) if filesystem is not None else store_fs.resolve(path)
     new = build_manifest(zoo_seed=zoo_seed, families=families, recipe=recipe, recipe_overrides=recipe_overrides,
-                         data=data, layouts=layouts)
+                         data=data, layouts=layouts, replicates=replicates)
     with store_fs.manifest_lock(fs, root):  # concurrent writers adding families: none is lost
         old = load_manifest(fs, root)
+        hint = upgrade_needed(root, old) if old is not None and not new_zoo else None
+        if hint:
+            raise ValueError(hint)
         committed = _populated(fs, root) if new_zoo else 0
         if committed:
             raise ValueError(f"new_zoo: {root} already holds {committed} committed files; refusing to start a "
@@ -67,8 +77,10 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
         else:
             added = {f: e for f, e in new["families"].items() if f not in old["families"]}
             updated = provenance_update(old, new) or old
-            if added or updated is not old:
-                write_manifest(fs, root, dict(updated, families={**old["families"], **added}))
+            more = replicates > old.get("replicates", 1)  # zoos made before replicates existed have 1
+            if added or more or updated is not old:
+                write_manifest(fs, root, dict(updated, families={**old["families"], **added},
+                                              replicates=max(replicates, old.get("replicates", 1))))
     return open_zoo(path, filesystem=filesystem)
 
 
@@ -85,11 +97,6 @@ def _params(name: str, value, n_params: int, where: str) -> np.ndarray:
     return value
 
 
-def _params_array(vectors: list[np.ndarray], n_params: int) -> pa.FixedSizeListArray:
-    flat = pa.array(np.concatenate(vectors) if vectors else np.empty(0, np.float32))
-    return pa.FixedSizeListArray.from_arrays(flat, n_params)
-
-
 def _column(name: str, values: list, schema: pa.Schema) -> pa.Array:
     try:
         return pa.array(values, type=schema.field(name).type)
@@ -97,21 +104,28 @@ def _column(name: str, values: list, schema: pa.Schema) -> pa.Array:
         raise ValueError(f"column {name!r}: values do not fit type {schema.field(name).type} ({e})") from None
 
 
-def _member_row(r: MemberResult, epochs_trained: int) -> dict:
-    return {**r.config.hparams(), "member_id": r.config.member_id, "epochs_trained": epochs_trained,
-            "status": r.status, "diverged_epoch": r.diverged_epoch, **{m: r.metrics[m] for m in METRICS},
-            "wall_time_s": r.wall_time_s, "device": r.device, "data_sha": r.data_sha}
+def _member_fields(r: MemberResult, epochs_trained: int) -> dict:
+    """Every value a members column can take, by name: the result's fields, its config and its
+    metrics, so that a column added to the schema needs no change here."""
+    return {**{f.name: getattr(r, f.name) for f in fields(r)}, **asdict(r.config), **r.metrics,
+            "epochs_trained": epochs_trained}
+
+
+def _n_params(schema: pa.Schema, column: str) -> int:
+    return int(schema.field(column).metadata[N_PARAMS_KEY])
 
 
 def members_table(results: list[MemberResult], schema: pa.Schema, epochs_trained: dict[str, int]) -> pa.Table:
     """The members rows of one pack, typed by the schema (nothing is coerced silently)."""
-    n_params = schema.field("params_init").type.list_size
-    rows = [_member_row(r, epochs_trained[r.config.member_id]) for r in results]
+    rows = [_member_fields(r, epochs_trained[r.config.member_id]) for r in results]
     arrays = []
     for field in schema:
-        if pa.types.is_fixed_size_list(field.type):
-            vectors = [_params(field.name, getattr(r, field.name), n_params, r.config.member_id) for r in results]
-            arrays.append(_params_array(vectors, n_params))
+        if rows and field.name not in rows[0]:
+            raise ValueError(f"column {field.name!r}: MemberResult, its config and its metrics have no such field")
+        if field.type == PARAMS:
+            n_params = _n_params(schema, field.name)
+            arrays.append(params_array([_params(field.name, getattr(r, field.name), n_params, r.config.member_id)
+                                        for r in results]))
         else:
             arrays.append(_column(field.name, [row[field.name] for row in rows], schema))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -119,7 +133,7 @@ def members_table(results: list[MemberResult], schema: pa.Schema, epochs_trained
 
 def checkpoints_table(results: list[MemberResult], schema: pa.Schema) -> pa.Table | None:
     """The (member, epoch) rows of a pack's recorded checkpoints; None when there are none."""
-    n_params = schema.field("params").type.list_size
+    n_params = _n_params(schema, "params")
     rows = [(r.config.member_id, epoch, params, metrics)
             for r in results for epoch, (params, metrics) in sorted(r.checkpoints.items())]
     if not rows:
@@ -130,9 +144,16 @@ def checkpoints_table(results: list[MemberResult], schema: pa.Schema) -> pa.Tabl
             raise ValueError(f"checkpoint epoch {epoch} of {mid}: metrics is missing {missing}")
     params = [_params("checkpoint params", p, n_params, f"{mid} epoch {e}") for mid, e, p, _ in rows]
     arrays = [_column("member_id", [r[0] for r in rows], schema), _column("epoch", [r[1] for r in rows], schema),
-              _params_array(params, n_params)]
+              params_array(params)]
     arrays += [_column(m, [r[3][m] for r in rows], schema) for m in METRICS]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _check_current(zoo: Zoo) -> None:
+    """Files of one schema version per zoo: an older zoo is upgraded before it grows."""
+    hint = upgrade_needed(zoo.path, zoo.manifest)
+    if hint:
+        raise ValueError(hint)
 
 
 def _check_pack(zoo: Zoo, results) -> str:
@@ -143,6 +164,7 @@ def _check_pack(zoo: Zoo, results) -> str:
     if len(families) != 1:
         raise ValueError(f"results: one family per commit; found {families}")
     zoo._family(families[0])
+    _check_current(zoo)
     ids = [r.config.member_id for r in results]
     if len(set(ids)) != len(ids):
         raise ValueError(f"results: member ids repeat within the pack: {sorted({i for i in ids if ids.count(i) > 1})}")
@@ -170,6 +192,7 @@ def _epochs_trained(zoo: Zoo, results, given: dict[str, int] | None) -> dict[str
 
 def commit_tables(zoo: Zoo, family: str, members: pa.Table, checkpoints: pa.Table | None = None) -> str:
     """Commit one pack given as tables: schema-checked, checkpoints first, then members."""
+    _check_current(zoo)
     check_table(members, zoo.schema(family, "members"))
     if set(members.column("family").to_pylist()) != {family}:
         raise ValueError(f"members: column 'family' must hold only {family!r}")
