@@ -26,11 +26,19 @@ Preprocessing, two independent choices (INPUTS, TARGETS), fitted on the train sp
   for an accuracy is a fraction in [0, 1], as the companion's test_acc / 100 (it stores percent).
 R^2 and Kendall tau are computed in target units either way; what changes is the training: the
 MSE's scale (so AdamW's effective step against its weight decay) and where the output starts.
+
+Alignment (`aligned=True`, families whose hidden-channel permutations are exact symmetries only:
+`Family.symmetric`). Every usable member is permuted by weight matching (zoo.align, Git Re-Basin)
+to one reference, the train-split member with the lowest member id: a pure function of the ids,
+and never a val or test member, so nothing about held-out members leaks into the inputs. Aligning
+happens after the split and before the preprocessing is fitted; each member still computes its
+own function, so its target is unchanged. The cost is recorded (`FamilyData.alignment`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,17 +196,49 @@ class FamilyData:
     scaler: Standardizer  # fitted on split.train
     excluded: dict  # members dropped before the split, by reason
     fingerprint: str  # zoo content key of these members, part of every run's key
+    alignment: dict | None = None  # weight matching's reference id and cost when aligned, else None
+
+
+def check_alignable(family: str) -> str:
+    """`family`, or a ValueError: only exact hidden-channel symmetries give aligned members that
+    compute their own function (zoo.alignment)."""
+    from zoo.families import FAMILIES
+
+    symmetric = [f for f, rec in FAMILIES.items() if rec.symmetric]
+    if family not in symmetric:
+        raise ValueError(f"aligned=True for family={family!r}: its permutations are no symmetry of the zoo's "
+                         f"networks; allowed: {', '.join(symmetric)}")
+    return family
+
+
+def align_members(x: np.ndarray, member_ids: np.ndarray, split: Split, family: str) -> dict:
+    """Permute every row of x [n, P] in place (row chunks) to the train member with the lowest id;
+    returns what the run records say about it."""
+    from zoo.alignment import align  # scipy's import is slow; only aligned rows need it
+
+    check_alignable(family)
+    ref_row = split.train[np.argmin(member_ids[split.train])]
+    reference = np.array(x[ref_row])
+    start = time.perf_counter()
+    for i in range(0, len(x), ROWS):
+        x[i : i + ROWS] = align(x[i : i + ROWS], reference, family)
+    seconds = time.perf_counter() - start
+    return {"method": "weight matching (zoo.align, seed 0, max_iter 100)", "reference": str(member_ids[ref_row]),
+            "reference_rule": "lowest member id of the train split", "members": int(len(x)),
+            "seconds": round(seconds, 3), "seconds_per_member": round(seconds / max(len(x), 1), 5)}
 
 
 def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, status=None,
             train_frac: float = TRAIN_FRAC, val_frac: float = VAL_FRAC, max_members: int = 0,
-            inputs_rule: str = "standardized", targets_rule: str = "standardized", copy: bool = True) -> FamilyData:
+            inputs_rule: str = "standardized", targets_rule: str = "standardized", copy: bool = True,
+            aligned: bool = False) -> FamilyData:
     """Apply the exclusion policy, split, fit the preprocessing (`inputs_rule` of INPUTS,
     `targets_rule` of TARGETS) on train, preprocess the inputs.
 
     `max_members` > 0 keeps the first that many usable members in sha256(member_id) order, a
     deterministic subsample for quick runs. `copy=False` hands `weights` over: when every row is
     kept it is standardized in place, so a paper-size family (3 GB) is not held twice.
+    `aligned=True` aligns the members to a train reference first (module docstring).
     """
     layout, targets, member_ids = as_layout(layout), np.asarray(targets, np.float64), np.asarray(member_ids)
     if weights.ndim != 2 or weights.shape[1] != layout.size or not len(weights) == len(targets) == len(member_ids):
@@ -214,6 +254,7 @@ def prepare(weights: np.ndarray, targets, member_ids, layout, *, family: str, st
     split = split_members(list(ids), train_frac=train_frac, val_frac=val_frac, family=family)
     in_place = not copy and len(rows) == len(weights) and weights.dtype == np.float32
     x = weights if in_place else np.asarray(weights[rows], dtype=np.float32)
+    alignment = align_members(x, ids, split, family) if aligned else None
     scaler = Standardizer.fit(x, y, layout, rows=split.train, inputs_rule=inputs_rule, targets_rule=targets_rule)
     return FamilyData(family, layout, ids, scaler.inputs(x), y, split, scaler, excluded,
-                      fingerprint(ids, y, layout.size))
+                      fingerprint(ids, y, layout.size), alignment)

@@ -1,9 +1,10 @@
 """Table 3 and the scatter plots, built from the runs' JSON records alone.
 
 `table3(runs)` reads the records of the final runs (phase "final") and returns a DataFrame:
-one row per metanetwork (plus one per extra row, e.g. "mlp (standardized inputs)": `row_of`),
-columns (family, stat) with stat in r2_mean, r2_std, tau_mean, tau_std
-(sample std, ddof=1, over the runs), runs (n) and lr (the chosen learning rate). The writers
+one row per metanetwork (plus one per extra row, e.g. "mlp (standardized inputs)" or "mlp
+(aligned)": `row_of`), columns (family, stat) with stat in r2_mean, r2_std, tau_mean, tau_std
+(sample std, ddof=1, over the runs), runs (n), lr (the chosen learning rate) and align_s (weight
+matching's seconds per member for an aligned row, NaN otherwise). The writers
 render that frame; nothing in a table is typed in. `paper_table3()` gives the paper's numbers in
 the same shape, for side-by-side reports.
 """
@@ -30,7 +31,7 @@ PAPER_CHOSEN_LRS = {  # THE PAPER'S chosen learning rates (Table 9), out of meta
     "mlp": {"standard": 1e-4, "w_asym": 1e-4}, "dmc": {"standard": 1e-3, "w_asym": 5e-3},
     "deepsets": {"standard": 1e-2, "w_asym": 5e-3}, "statnn": {"standard": 1e-3, "w_asym": 1e-2},
 }
-STATS = ("r2_mean", "r2_std", "tau_mean", "tau_std", "runs", "lr")
+STATS = ("r2_mean", "r2_std", "tau_mean", "tau_std", "runs", "lr", "align_s")
 
 
 def _ordered(names, order) -> list:
@@ -62,8 +63,10 @@ def _cell(records: list[dict]) -> dict:
     tau = np.array([r["test_tau"] for r in records], dtype=float)
     std = (lambda v: float(np.std(v, ddof=1))) if len(records) > 1 else (lambda v: float("nan"))
     lrs = {r["lr"] for r in records}
+    aligned = [r["alignment"]["seconds_per_member"] for r in records if r.get("alignment")]
     return {"r2_mean": float(np.mean(r2)), "r2_std": std(r2), "tau_mean": float(np.mean(tau)),
-            "tau_std": std(tau), "runs": len(records), "lr": lrs.pop() if len(lrs) == 1 else float("nan")}
+            "tau_std": std(tau), "runs": len(records), "lr": lrs.pop() if len(lrs) == 1 else float("nan"),
+            "align_s": float(np.mean(aligned)) if aligned else float("nan")}
 
 
 def table3(runs: list[dict]) -> pd.DataFrame:
@@ -80,7 +83,18 @@ def table3(runs: list[dict]) -> pd.DataFrame:
         rows.append([(_cell(c) if c else dict.fromkeys(STATS, np.nan))[s] for f, c in cells.items() for s in STATS])
     frame = pd.DataFrame(rows, index=pd.Index(names, name="metanet"), columns=columns, dtype=float)
     frame.attrs["preprocessing"] = _preprocessing(final)
+    frame.attrs["alignment"] = _alignment(final)
     return frame
+
+
+def _alignment(records: list[dict]) -> str:
+    """One sentence on the aligned rows' weight matching (reference, cost); empty without any."""
+    done = {r["family"]: r["alignment"] for r in records if r.get("alignment")}
+    if not done:
+        return ""
+    parts = [f"{FAMILY_NAMES.get(f, f)} to member {a['reference']} ({a['reference_rule']}), "
+             f"{a['seconds_per_member']:.3f} s per member for {a['members']} members" for f, a in done.items()]
+    return "Aligned rows: weight matching of every member, " + "; ".join(parts) + "."
 
 
 def _preprocessing(records: list[dict]) -> str:
@@ -124,9 +138,10 @@ def _caption(frame) -> str:
         lrs = ", ".join(f"{label(m)} {frame.loc[m, (f, 'lr')]:g}" for m in frame.index
                         if np.isfinite(frame.loc[m, (f, "lr")]))
         parts.append(f"{FAMILY_NAMES.get(f, f)}: n = {'/'.join(map(str, runs))} runs; lr {lrs}")
-    about = frame.attrs.get("preprocessing")
+    about, aligned = frame.attrs.get("preprocessing"), frame.attrs.get("alignment")
     return ("Test R^2 and Kendall tau at each run's best-validation epoch, mean ± std (ddof 1)"
-            + (f"; metanetworks trained on {about}" if about else "") + ". " + "; ".join(parts) + ".")
+            + (f"; metanetworks trained on {about}" if about else "") + ". " + "; ".join(parts) + "."
+            + (f" {aligned}" if aligned else ""))
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

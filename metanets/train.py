@@ -95,10 +95,12 @@ def _score_split(net, feats, data: FamilyData, rows: np.ndarray, eval_batch: int
 
 
 def train_run(metanet: str, data: FamilyData, feats: torch.Tensor, *, lr: float, seed: int,
-              settings: TrainSettings, options: dict | None = None) -> dict:
+              settings: TrainSettings, options: dict | None = None, on_epoch=None) -> dict:
     """Train one metanetwork on `data` (features `feats` [n, F] from `featurize_all`, on the
     device the run uses; `options` over its spec's defaults) and return its record: curves,
-    best-val epoch, test scores there, and the preprocessing and options it ran with."""
+    best-val epoch, test scores there, and the preprocessing and options it ran with.
+    `on_epoch(epoch, scores)`, if given, sees each epoch's train_loss and val/test R^2 and tau as
+    they come (a Tune trial reports them); it cannot change the run."""
     if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ValueError(f"lr={lr!r}: must be a finite float > 0")
     start, device = time.time(), feats.device
@@ -116,6 +118,8 @@ def train_run(metanet: str, data: FamilyData, feats: torch.Tensor, *, lr: float,
         test_r2, test_tau, test_pred = _score_split(net, feats, data, data.split.test, settings.eval_batch)
         for key, value in zip(("val_r2", "val_tau", "test_r2", "test_tau"), (val_r2, val_tau, test_r2, test_tau)):
             curves[key].append(value)
+        if on_epoch is not None:
+            on_epoch(epoch, {key: values[-1] for key, values in curves.items()})
         if val_r2 > best["val_r2"]:  # NaN compares False: never the best
             best = {"epoch": epoch, "val_r2": val_r2, "test_r2": test_r2, "test_tau": test_tau, "pred": test_pred}
     if best["epoch"] < 0:

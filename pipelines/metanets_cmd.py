@@ -4,6 +4,7 @@ Every setting is a field of metanets.stage.MetanetConfig (its training ones come
 metanets.train.TrainSettings): its defaults (the paper's protocol), then a YAML file given with
 --config, then a flag of the same name. Unknown keys and bad values are refused with a message.
 Per-metanet options (`metanet_options`, e.g. {deepsets: {chunk: 4096}}) are set in the YAML file.
+`--executor ray [--address HOST:PORT]` runs each run as a Ray Tune trial (cluster/tune.py).
 """
 from __future__ import annotations
 
@@ -33,10 +34,21 @@ def config_dict(args) -> dict:
     return {**d, **given(args, MetanetConfig, skip=NOT_FLAGS), "zoo": args.zoo}
 
 
+def executor_for(config: MetanetConfig):
+    """None (the stage trains in this process) for executor local; for ray, Tune's, with Ray
+    connected (its address checked) here, before anything is written."""
+    if config.executor == "local":
+        return None
+    from cluster.tune import TuneExecutor  # Ray is imported only for the Ray executor
+
+    return TuneExecutor(config.address, gpus_per_trial=config.gpus_per_trial)
+
+
 def run(args) -> int:
     from metanets.stage import run as run_stage
 
-    out = run_stage(MetanetConfig.from_dict(config_dict(args)))
+    config = MetanetConfig.from_dict(config_dict(args))
+    out = run_stage(config, executor_for(config))
     print((out / "table3.md").read_text())
     print(f"wrote {out}: table3.md/.csv/.tex, runs.json, scatter.png, manifest.json")
     return 0

@@ -2,7 +2,8 @@
 
 A preset is a description plus one section per stage, each holding fields of that stage's config
 dataclass (`generate`: zoo.generate.GenerateConfig, `metanets`: metanets.stage.MetanetConfig,
-`mli`: pipelines.mli.MliConfig). Loading builds each stage's config through its own validation,
+`mli`: pipelines.mli.MliConfig, `lmc`: pipelines.lmc.LmcConfig, optional: `symzoo run` runs LMC
+only for a preset with an `lmc` section whose zoo has `replicates` >= 2). Loading builds each stage's config through its own validation,
 so an unknown key or a bad value is refused when the preset is read, never half-way through a run.
 Paths (zoo, out, data) belong to the command line, not to a preset.
 """
@@ -22,6 +23,7 @@ STAGES = {  # preset section -> (module, config class)
     "generate": ("zoo.generate", "GenerateConfig"),
     "metanets": ("metanets.stage", "MetanetConfig"),
     "mli": ("pipelines.mli", "MliConfig"),
+    "lmc": ("pipelines.lmc", "LmcConfig"),
 }
 PATHS = {"zoo", "out", "data"}  # set by the command line
 PLACEHOLDER_ZOO = "<zoo>"  # stands in for the command line's zoo while a section is validated
@@ -34,6 +36,7 @@ class Preset:
     generate: dict = field(default_factory=dict)  # GenerateConfig fields: members, families, seeds, recipe, ...
     metanets: dict = field(default_factory=dict)  # MetanetConfig fields
     mli: dict = field(default_factory=dict)  # MliConfig fields
+    lmc: dict = field(default_factory=dict)  # LmcConfig fields; empty = no LMC study in `symzoo run`
 
     def __post_init__(self):
         if not isinstance(self.description, str) or not self.description:

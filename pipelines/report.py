@@ -17,7 +17,7 @@ from zoo.data import data_label  # noqa: E402
 from zoo.records import AT_CHANCE_ACC  # noqa: E402
 from zoo.store import open_zoo  # noqa: E402
 
-from . import mli  # noqa: E402
+from . import lmc, mli  # noqa: E402
 
 PAPER_ACCURACY = (  # the paper's figures, labelled as such, and how ours differ in what they measure
     "The paper's (Lim et al. 2024, Sec. 5.3; full CIFAR-10, 10-40 epochs): standard 74.8% train / 73.8% test, "
@@ -98,6 +98,15 @@ def _mli_section(out: Path) -> list[str]:
             mli.markdown_table(mli.paper_table4()), "", mli.PAPER_GLOBAL_ABOUT, "", "![Figure 5](mli/figure5.png)"]
 
 
+def _lmc_section(out: Path) -> list[str]:
+    if not (out / "lmc" / "table1.csv").exists():
+        return ["(LMC stage not run: it needs a preset with an `lmc` section and a zoo with `replicates` >= 2, "
+                "as the gpu and paper presets have)"]
+    about = json.loads((out / "lmc" / "manifest.json").read_text())["measurement"]
+    return [*lmc.sections(lmc.read_table1(out / "lmc"), lmc.describe(about, about["alphas"])), "",
+            "![Figure 3](lmc/figure3.png)"]
+
+
 def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str) -> Path:
     out = Path(out)
     store = open_zoo(zoo_path)
@@ -118,6 +127,7 @@ def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str)
         "![test accuracy histogram](zoo_accuracy.png)", "",
         "## Table 3: predicting test accuracy from weights", "", *_metanet_section(out), "",
         "## Table 4: monotonic linear interpolation", "", *_mli_section(out), "",
+        "## Table 1: linear mode connectivity between replicates", "", *_lmc_section(out), "",
     ]
     path = out / "report.md"
     path.write_text("\n".join(text))

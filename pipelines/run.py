@@ -1,4 +1,4 @@
-"""`symzoo run`: generate, then metanets, then MLI, then the report, from one preset.
+"""`symzoo run`: generate, then metanets, then MLI, then LMC, then the report, from one preset.
 
 Every stage resumes from its own outputs (the store for generate, finished runs for metanets,
 stored curves for MLI), so rerunning the same command after an interruption does only the work
@@ -43,8 +43,11 @@ def stage_generate(cfg: RunConfig) -> None:
 def stage_metanets(cfg: RunConfig) -> None:
     from metanets.stage import run
 
-    run(cfg.preset.config("metanets", zoo=cfg.generate.zoo, out=str(Path(cfg.out) / "metanets"),
-                          families=cfg.families))
+    from .metanets_cmd import executor_for
+
+    config = cfg.preset.config("metanets", zoo=cfg.generate.zoo, out=str(Path(cfg.out) / "metanets"),
+                               families=cfg.families)
+    run(config, executor_for(config))
 
 
 def stage_mli(cfg: RunConfig) -> None:
@@ -54,15 +57,34 @@ def stage_mli(cfg: RunConfig) -> None:
                           families=cfg.families))
 
 
+def stage_lmc(cfg: RunConfig) -> None:
+    """LMC pairs replicates: `run` calls it when the preset has an `lmc` section and its zoo replicates >= 2."""
+    from .lmc import run
+
+    run(cfg.preset.config("lmc", zoo=cfg.generate.zoo, out=str(Path(cfg.out) / "lmc"), data=cfg.generate.data,
+                          families=cfg.families))
+
+
+def lmc_skipped(cfg: RunConfig) -> str | None:
+    if not cfg.preset.lmc:
+        return f"preset {cfg.preset.name!r} has no lmc section"
+    if cfg.generate.replicates < 2:
+        return (f"the zoo has {cfg.generate.replicates} replicate per member; LMC pairs replicates "
+                "(generate: replicates: 2)")
+    return None
+
+
 def stage_report(cfg: RunConfig) -> None:
     from .report import write
 
-    path = write(Path(cfg.out), cfg.generate.zoo, preset=cfg.preset.name, planned=cfg.generate.members,
+    g = cfg.generate
+    planned = g.members + (g.replicates - 1) * (g.replicate_members or g.members)  # per family, replicates included
+    path = write(Path(cfg.out), cfg.generate.zoo, preset=cfg.preset.name, planned=planned,
                  hardware=describe())
     print(f"symzoo run: report at {path}", file=sys.stderr)
 
 
-STAGES = {"generate": stage_generate, "metanets": stage_metanets, "mli": stage_mli}
+STAGES = {"generate": stage_generate, "metanets": stage_metanets, "mli": stage_mli, "lmc": stage_lmc}
 
 
 def run(cfg: RunConfig) -> Path:
@@ -70,6 +92,10 @@ def run(cfg: RunConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     record = {"started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "stages": {}}
     for name, stage in STAGES.items():
+        why = lmc_skipped(cfg) if name == "lmc" else None
+        if why:  # not timed: pipeline.json lists the stages that ran
+            print(f"symzoo run: LMC skipped: {why}", file=sys.stderr, flush=True)
+            continue
         print(f"symzoo run: stage {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
         stage(cfg)

@@ -54,3 +54,22 @@ def test_member_id_cannot_be_forged():
     with pytest.raises(ValueError, match="member_id"):
         MemberConfig(**dict(good.hparams(), member_id="0" * 16))
     assert MemberConfig(**good.hparams()) == good
+
+
+def test_replicate_zero_keeps_the_id_and_seed_of_zoos_made_before_replicates():
+    a = sample_member(0, 3, "standard")
+    assert a == sample_member(0, 3, "standard", 0) and a.replicate == 0
+    assert (a.member_id, a.seed) == ("212000769a9263c6", 2759024241435433886)  # as the code before replicates made it
+
+
+def test_replicates_differ_from_their_member_only_in_seed_and_id():
+    base = sample_member(7, 5, "w_asym")
+    reps = [sample_member(7, 5, "w_asym", r) for r in (1, 2)]
+    for rep in reps:
+        same = {k: v for k, v in rep.hparams().items() if k not in ("seed", "replicate")}
+        assert same == {k: v for k, v in base.hparams().items() if k not in ("seed", "replicate")}
+    assert len({base.seed, *(r.seed for r in reps)}) == 3 and len({base.member_id, *(r.member_id for r in reps)}) == 3
+    code = "import zoo; print([zoo.sample_member(7, 5, 'w_asym', r).seed for r in (2, 1)])"
+    assert run_python(code) == str([reps[1].seed, reps[0].seed])
+    with pytest.raises(ValueError, match="replicate=-1.*an int >= 0"):
+        sample_member(7, 5, "w_asym", -1)

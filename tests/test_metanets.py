@@ -318,7 +318,8 @@ def test_table3_summarises_final_runs_only():
 def test_paper_table3_is_the_papers():
     frame = paper_table3()
     assert frame.loc["mlp", ("standard", "r2_mean")] == -0.171 and frame.loc["statnn", ("w_asym", "tau_mean")] == 0.935
-    assert frame.shape == (4, 12) and set(PAPER_TABLE3) == set(METANETS)
+    assert frame.shape == (4, 14) and set(PAPER_TABLE3) == set(METANETS)  # 2 families x 7 stats (align_s NaN)
+    assert frame[("standard", "align_s")].isna().all()
 
 
 # --- the stage, end to end through the store ----------------------------------------------------
@@ -468,3 +469,58 @@ def test_bad_preprocessing_and_options_are_refused_by_the_cli(tmp_path, capsys):
     config.write_text("metanet_options: {deepsets: {chnk: 3}}\n")
     assert cli("--zoo", store.path, "--config", config) == 2
     assert "options of metanet 'deepsets': unknown ['chnk']" in capsys.readouterr().err
+
+
+def test_aligned_inputs_match_a_permuted_copy_of_the_train_reference():
+    from zoo.families.symmetry import RESNET8, permute_tensor
+
+    w = member_weights("standard", range(8))
+    ids = np.array([f"m{i}" for i in range(8)])
+    split = split_members(list(ids))
+    ref_row = split.train[np.argmin(ids[split.train])]
+    other = next(r for r in split.test if r != ref_row)
+    lay = zoo.layout(zoo.build("standard"))
+    parts = lay.split(torch.from_numpy(w[ref_row]))
+    perms = RESNET8.random(5)
+    w[other] = torch.cat([permute_tensor(parts[t.name].reshape(t.shape), RESNET8.axes_of(t.name), perms).reshape(-1)
+                          for t in lay.tensors]).numpy()  # the reference's function, channels shuffled
+    assert not np.allclose(w[other], w[ref_row])
+    y = np.linspace(0.2, 0.6, 8)
+    data = prepare(w, y, ids, lay, family="standard", inputs_rule="raw", targets_rule="fraction", aligned=True)
+    row = {m: i for i, m in enumerate(data.member_ids)}
+    np.testing.assert_array_equal(data.x[row[ids[other]]], data.x[row[ids[ref_row]]])
+    np.testing.assert_array_equal(data.x[row[ids[ref_row]]], w[ref_row])  # the reference aligns to itself
+    assert data.alignment["reference"] == ids[ref_row] and data.alignment["members"] == 8
+    assert data.alignment["seconds_per_member"] > 0 and np.array_equal(data.y, y[[int(m[1:]) for m in data.member_ids]])
+
+
+def test_aligned_inputs_are_refused_for_asymmetric_families():
+    w = member_weights("w_asym", range(6))
+    with pytest.raises(ValueError, match="aligned=True for family='w_asym'.*allowed: standard"):
+        prepare(w, np.linspace(0, 1, 6), [f"m{i}" for i in range(6)], zoo.layout(zoo.build("w_asym")),
+                family="w_asym", aligned=True)
+
+
+def test_aligned_mlp_row_trains_on_symmetric_families_only(tmp_path, capsys):
+    store = synthetic_store(tmp_path / "zoo", {"standard": 8, "w_asym": 8}, layouts=None)
+    out = tmp_path / "out"
+    assert cli("--zoo", store.path, "--out", out, "--metanets", "mlp", "--aligned", "mlp", "--epochs", 1,
+               "--lrs", "1e-3", "--runs", 2) == 0
+    assert "row 'mlp (aligned)' skipped for w_asym" in capsys.readouterr().err
+    runs = json.loads((out / "runs.json").read_text())
+    aligned = [r for r in runs if r["row"] == "mlp (aligned)"]
+    assert {r["family"] for r in aligned} == {"standard"} and len(aligned) == 2
+    plain = {r["index"]: r for r in runs if r["row"] == "mlp" and r["family"] == "standard"}
+    for r in aligned:  # paired seeds, other inputs
+        assert r["seed"] == plain[r["index"]]["seed"] and r["test_pred"] != plain[r["index"]]["test_pred"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    reference = manifest["families"]["standard"]["alignment"]["reference"]
+    assert {r["alignment"]["reference"] for r in aligned} == {reference}
+    table = __import__("pandas").read_csv(out / "table3.csv", index_col="metanet")
+    assert list(table.index) == ["mlp", "mlp (aligned)"]
+    assert table.loc["mlp (aligned)", "standard_align_s"] > 0 and math.isnan(table.loc["mlp (aligned)", "w_asym_r2_mean"])
+    assert math.isnan(table.loc["mlp", "standard_align_s"])
+    md = (out / "table3.md").read_text()
+    assert "| MLP (aligned) |" in md and f"to member {reference}" in md and "s per member" in md
+    assert "MLP (aligned)" in (out / "table3.tex").read_text()
+    assert cli("--zoo", store.path, "--metanets", "mlp", "--aligned", "statnn") == 2

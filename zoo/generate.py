@@ -46,6 +46,8 @@ FAULT_ENV = "SYMZOO_FAULT"  # test hook, see _fault_point
 class GenerateConfig:
     zoo: str  # zoo directory or pyarrow.fs URI (shared storage on a cluster)
     members: int  # planned members per family, > 0
+    replicates: int = 1  # trainings per member index, >= 1: same hyperparameters, other seeds (for `symzoo lmc`)
+    replicate_members: int = 0  # indices 0..N-1 get every replicate, the rest replicate 0 only; 0 = all members
     families: tuple[str, ...] = tuple(FAMILIES)  # subset of the registered families, no repeats
     zoo_seed: int = 0  # addresses every member: (zoo_seed, index) -> hyperparameters, seeds
     asym_seed: int = 0  # addresses the fixed W-Asym entries and FiGLU matrices, zoo-wide
@@ -72,6 +74,10 @@ class GenerateConfig:
             check_family(f)
         check("families", list(families), len(set(families)) == len(families), "a list without repeats")
         object.__setattr__(self, "families", tuple(families))
+        check("replicates", self.replicates, is_int(self.replicates) and self.replicates >= 1, "an int >= 1")
+        check("replicate_members", self.replicate_members,
+              is_int(self.replicate_members) and 0 <= self.replicate_members <= self.members,
+              f"an int in [0, members={self.members}]")
         for name in ("zoo_seed", "asym_seed", "max_retries"):
             value = getattr(self, name)
             check(name, value, is_int(value) and value >= 0, "an int >= 0")
@@ -99,7 +105,13 @@ class Job:
 
     @property
     def name(self) -> str:
-        return f"{self.family}[{self.configs[0].index}..{self.configs[-1].index}]x{len(self.configs)}"
+        first, last = self.configs[0], self.configs[-1]
+        return f"{self.family}[{_address(first)}..{_address(last)}]x{len(self.configs)}"
+
+
+def _address(cfg: MemberConfig) -> str:
+    """index, or index.r for a replicate r >= 1 (replicate 0 names as before)."""
+    return f"{cfg.index}.{cfg.replicate}" if cfg.replicate else str(cfg.index)
 
 
 @dataclass(frozen=True)
@@ -125,9 +137,13 @@ class Executor(Protocol):
     def device_kind(self) -> str: ...
 
 
-def plan_members(zoo_seed: int, families: tuple[str, ...], members: int) -> list[MemberConfig]:
-    """Member indices 0..members-1 of each family."""
-    return [sample_member(zoo_seed, i, f) for f in families for i in range(members)]
+def plan_members(zoo_seed: int, families: tuple[str, ...], members: int, replicates: int = 1,
+                 replicate_members: int = 0) -> list[MemberConfig]:
+    """Member indices 0..members-1 of each family; the first `replicate_members` of them (all when
+    0) in replicates 0..replicates-1, the others in replicate 0."""
+    many = replicate_members or members
+    return [sample_member(zoo_seed, i, f, r) for f in families for i in range(members)
+            for r in range(replicates if i < many else 1)]
 
 
 def plan_jobs(todo: list[MemberConfig], *, pack_size: int, epochs_of) -> list[Job]:
@@ -138,7 +154,7 @@ def plan_jobs(todo: list[MemberConfig], *, pack_size: int, epochs_of) -> list[Jo
     """
     check("pack_size", pack_size, is_int(pack_size) and pack_size >= 1, "an int >= 1")
     groups: dict[tuple[str, int], list[MemberConfig]] = defaultdict(list)
-    for cfg in sorted(todo, key=lambda c: (c.family, c.index)):
+    for cfg in sorted(todo, key=lambda c: (c.family, c.index, c.replicate)):
         groups[(cfg.family, epochs_of(cfg))].append(cfg)
     jobs = [Job(family, tuple(cfgs[i : i + pack_size]))
             for (family, _), cfgs in sorted(groups.items()) for i in range(0, len(cfgs), pack_size)]
@@ -293,12 +309,13 @@ def run(cfg: GenerateConfig, executor: Executor | None = None) -> str:
     data = recipe.apply_subset(load_cifar10(cfg.data, download=cfg.download))
     try:
         init_zoo(cfg.zoo, zoo_seed=cfg.zoo_seed, families={f: cfg.asym_seed for f in cfg.families},
-                 recipe=recipe.to_dict(), recipe_overrides=recipe.overrides(), data=data.identity, new_zoo=cfg.new_zoo)
+                 recipe=recipe.to_dict(), recipe_overrides=recipe.overrides(), data=data.identity, new_zoo=cfg.new_zoo,
+                 replicates=cfg.replicates)
     except OSError as e:
         if e.filename is None and e.errno is not None:  # a failed write names no path; the user needs it
             e.filename = posixpath.join(cfg.zoo, "manifest.json")
         raise
-    planned = plan_members(cfg.zoo_seed, cfg.families, cfg.members)
+    planned = plan_members(cfg.zoo_seed, cfg.families, cfg.members, cfg.replicates, cfg.replicate_members)
     todo = remaining(planned, cfg.zoo, cfg.families)
     log(f"zoo {cfg.zoo}: {len(planned)} planned, {len(planned) - len(todo)} already committed, {len(todo)} to train")
     if not todo:

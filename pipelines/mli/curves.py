@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import zoo
+from zoo.members import first_replicates
 from zoo.store import atomic_write_parquet
 from zoo.validate import check
 
@@ -57,8 +58,11 @@ def curve_rows(task: Task, losses: np.ndarray, alphas: np.ndarray) -> pd.DataFra
 
 
 def select_members(z, family: str, limit: int | None) -> pd.DataFrame:
-    """The family's first `limit` members by index (all when None), diverged ones included."""
+    """The family's first `limit` members by index (all when None), diverged ones included; replicate 0
+    of each index only (replicates r >= 1 are LMC's)."""
     m = z.members(columns=MEMBER_COLUMNS, family=family).sort_values("index", kind="stable")
+    if z.manifest.get("replicates", 1) > 1:
+        m = m[first_replicates(z.manifest["zoo_seed"], m.family, m["index"], m.member_id)]
     m = m.head(limit) if limit is not None else m
     return m.rename(columns={"train_loss": "train_loss_recorded"}).reset_index(drop=True)
 

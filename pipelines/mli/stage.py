@@ -3,13 +3,13 @@ progress line), then writes Table 4, Figure 5 and the manifest that records the 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from zoo.progress import Progress
 from zoo.recipe import Recipe
 from zoo.store import open_zoo
-from zoo.store.fs import atomic_write_bytes
+from zoo.store.fs import atomic_write_bytes, local_folder
 from zoo.store.manifest import code_version, package_versions
 
 from .config import MliConfig, resolved
@@ -41,8 +41,6 @@ def claim(out: Path, cfg: MliConfig, manifest: dict, about: dict) -> None:
 
 
 def _out_dir(cfg: MliConfig) -> Path:
-    if cfg.out is None and "://" in cfg.zoo:
-        raise ValueError(f"out=None: the zoo {cfg.zoo!r} is not a local folder; give a local --out")
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -64,8 +62,13 @@ def evaluate_tasks(tasks: list[Task], x, y, cfg: MliConfig, recipe: Recipe, out:
 
 
 def run(cfg: MliConfig) -> Path:
-    """Evaluate the curves not yet stored, then write Table 4 and Figure 5; returns the out folder."""
-    cfg = resolved(cfg)
+    """Evaluate the curves not yet stored, then write Table 4 and Figure 5; returns the out folder.
+    An out on an object store is written through a local stand-in folder (returned) and uploaded."""
+    with local_folder(cfg.out if cfg.out is not None else cfg.zoo.rstrip("/") + "/mli") as out:
+        return _run(replace(resolved(cfg), out=str(out)))
+
+
+def _run(cfg: MliConfig) -> Path:
     z = open_zoo(cfg.zoo)
     out = _out_dir(cfg)
     x, y, about = eval_set(z.manifest, cfg)
