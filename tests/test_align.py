@@ -147,3 +147,29 @@ def test_align_validates_its_inputs():
         align(ref[None], ref, "standard", max_iter=0)
     with pytest.raises(ValueError, match="family='resnet'"):
         align(ref[None], ref, "resnet")
+
+
+def test_zoo_weights_align_to_a_member(tmp_path):
+    """`Zoo.weights(align_to=id)`: the reference row is unchanged, a permuted copy of it comes back equal."""
+    from zoo.families.symmetry import RESNET8, permute_params
+    from zoo.records import METRICS, MemberResult
+    from zoo.store import commit, init_zoo, open_zoo
+
+    nets = [zoo.init_weights(zoo.build("standard"), seed=s) for s in range(2)]
+    perms = RESNET8.random(seed=5)
+    flat = [zoo.flatten(n).numpy() for n in nets]
+    permuted = zoo.flatten(permute_params(nets[0], perms)).numpy()
+    init_zoo(str(tmp_path / "z"), zoo_seed=0, families={"standard": 0}, recipe={}, recipe_overrides={},
+             data={"sha256": "0" * 64})
+    results = [MemberResult(config=zoo.sample_member(0, i, "standard"), status="ok", diverged_epoch=None,
+                            metrics={m: 0.5 for m in METRICS}, params_init=w, params_final=w, wall_time_s=0.0,
+                            device="cpu", data_sha="0" * 64) for i, w in enumerate([flat[0], permuted, flat[1]])]
+    commit(str(tmp_path / "z"), results)
+    z = open_zoo(str(tmp_path / "z"))
+    ref = results[0].config.member_id
+    aligned, ids = z.weights("standard", align_to=ref)
+    np.testing.assert_array_equal(aligned[list(ids).index(ref)], flat[0])
+    np.testing.assert_allclose(aligned[list(ids).index(results[1].config.member_id)], flat[0], atol=0)
+    assert not np.allclose(permuted, flat[0])
+    with pytest.raises(ValueError, match="align_to='nope'"):
+        z.weights("standard", align_to="nope")

@@ -707,3 +707,23 @@ def test_cli_verify_and_info(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["moved"][0][0] == str(empty)
     assert main(["store", "verify", z.path]) == 0
     assert main(["store", "info", str(tmp_path / "nowhere")]) == 2
+
+
+def test_resume_refuses_a_changed_init_and_reads_old_zoos_as_kaiming_normal(tmp_path):
+    from zoo.recipe import Recipe
+
+    companion, kaiming = Recipe().to_dict(), Recipe(init="kaiming_normal").to_dict()
+    make_zoo(tmp_path / "new", recipe=companion)
+    with pytest.raises(store.ManifestMismatch, match="recipe.init: 'companion' in the zoo, 'kaiming_normal' now"):
+        make_zoo(tmp_path / "new", recipe=kaiming)
+    old = {k: v for k, v in kaiming.items() if k != "init"}  # a zoo made before the field existed
+    make_zoo(tmp_path / "old", recipe=old)
+    make_zoo(tmp_path / "old", recipe=kaiming)  # resumes: it was made with kaiming-normal init
+    with pytest.raises(store.ManifestMismatch, match="recipe.init: 'kaiming_normal' in the zoo, 'companion' now"):
+        make_zoo(tmp_path / "old", recipe=companion)
+
+
+def test_manifest_records_the_family_options(tmp_path):
+    make_zoo(tmp_path / "zoo", families=("standard", "w_asym"))
+    families = store.open_zoo(tmp_path / "zoo").manifest["families"]
+    assert families["w_asym"]["options"] == {"n_fix": 8, "kappa": 2.0} and families["standard"]["options"] == {}

@@ -18,7 +18,8 @@ import subprocess
 from pathlib import Path
 
 from ..layout import layout
-from ..families import build, check_family, fixed_digest
+from ..families import FAMILIES, build, check_family, fixed_digest
+from ..recipe import LEGACY
 from . import fs as store_fs
 from .schema import READABLE_VERSIONS, SCHEMA_VERSION
 
@@ -69,7 +70,7 @@ def _family_entry(family: str, asym_seed: int, layout_json) -> dict:
     if layout_json is None:
         layout_json = layout(net).to_json()
     layout_json = _json(f"layouts[{family!r}]", layout_json)
-    return {"asym_seed": asym_seed, "fixed_sha256": fixed_digest(net),
+    return {"asym_seed": asym_seed, "options": dict(FAMILIES[family].options), "fixed_sha256": fixed_digest(net),
             "n_params": sum(t["size"] for t in layout_json), "layout": layout_json}
 
 
@@ -139,7 +140,9 @@ def differences(old: dict, new: dict) -> list[str]:
     pairs = [("schema_version", old.get("schema_version"), new["schema_version"]),
              ("zoo_seed", old.get("zoo_seed"), new["zoo_seed"]),
              ("data.sha256", old.get("data", {}).get("sha256"), new["data"]["sha256"])]
-    old_recipe, new_recipe = old.get("recipe", {}), new["recipe"]
+    new_recipe = new["recipe"]
+    predates = {k: v for k, v in LEGACY.items() if k in new_recipe}  # what fields a zoo predates meant then
+    old_recipe = {**predates, **old.get("recipe", {})}
     pairs += [(f"recipe.{k}", old_recipe.get(k, "<absent>"), new_recipe.get(k, "<absent>"))
               for k in sorted(set(old_recipe) | set(new_recipe))]
     for family in [f for f in new["families"] if f in old.get("families", {})]:

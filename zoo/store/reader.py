@@ -301,13 +301,27 @@ class Zoo:
         return problems, {key: block for key, block, _ in done if block is not None}
 
     def weights(self, family: str, which: str = "final", status: str | None = "ok",
-                workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                workers: int | None = None, align_to: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(params [n, P] float32, member ids [n]) of one family, rows sorted by member index.
 
         The array is allocated once and each row group is copied straight into its rows, by
         `workers` threads (default: one per CPU), so peak memory is about the array itself. A
         file whose pages fail their checksum is left out, with a warning naming it.
+        `align_to`: a member id among the rows; every row is then permuted onto it by weight
+        matching (`zoo.align`; symmetric families only, about 0.02-0.6 s per member on a CPU).
         """
+        out, ids = self._weights(family, which, status, workers)
+        if align_to is None:
+            return out, ids
+        hit = np.flatnonzero(ids == align_to)
+        if not len(hit):
+            raise ValueError(f"align_to={align_to!r}: not among the {len(ids)} {family} members read "
+                             f"(which={which!r}, status={status!r})")
+        from ..alignment import align
+
+        return align(out, out[hit[0]].copy(), family), ids
+
+    def _weights(self, family: str, which: str, status: str | None, workers: int | None):
         column = _params_column(which)
         pieces, rows = self._plan(family, status)
         out = np.empty((len(rows), self.n_params(family)), dtype=np.float32)
