@@ -2,19 +2,20 @@
 and presets derive from it)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from zoo.device import check_device
-from zoo.families import check_family
-from zoo.validate import check, from_dict, is_int
+from zoo.validate import check, is_int
+
+from ..study import StudyConfig, check_common
 
 from ..mli import MliConfig, resolved
 
 
 @dataclass(frozen=True)
-class LmcConfig:
+class LmcConfig(StudyConfig):
+    OUT_NAME = "lmc"  # outputs beside the zoo when out is None (a class constant, not a field)
+
     zoo: str  # path of the zoo in the store; it needs replicates >= 2 (GenerateConfig.replicates)
     out: str | None = None  # output folder; None = <zoo>/lmc
     data: str | None = None  # CIFAR-10 root; None = $SYMZOO_DATA or ~/.cache/symzoo
@@ -32,31 +33,14 @@ class LmcConfig:
     chunk: int = 16  # pairs per task and per curve file (the unit of resume), >= 1
 
     def __post_init__(self):
-        for name in ("zoo", "out", "data"):  # strings: the config goes to JSON
-            v = getattr(self, name)
-            ok = (v is None and name != "zoo") or (isinstance(v, (str, os.PathLike)) and os.fspath(v) != "")
-            check(name, v, ok, "a non-empty path" + ("" if name == "zoo" else " or None"))
-            object.__setattr__(self, name, None if v is None else os.fspath(v))
-        if self.families is not None:
-            object.__setattr__(self, "families", tuple(check_family(f) for f in self.families))
-        for name in ("pairs", "n_eval", "workers", "points"):
-            v = getattr(self, name)
-            check(name, v, v is None or (is_int(v) and v >= 1), "None or an int >= 1")
-        for name, low in (("eval_seed", 0), ("align_iter", 1), ("batch", 1), ("chunk", 1)):
-            v = getattr(self, name)
-            check(name, v, is_int(v) and v >= low, f"an int >= {low}")
+        check_common(self, optional=("pairs", "n_eval", "workers", "points"),
+                     lows={"eval_seed": 0, "align_iter": 1, "batch": 1, "chunk": 1})
         # the barrier reads L(1/2) off the grid, so 1/2 must be a grid point
         check("alphas", self.alphas, is_int(self.alphas) and self.alphas >= 3 and self.alphas % 2 == 1,
               "an odd int >= 3")
         check("align", self.align, isinstance(self.align, bool), "a bool")
         check_device(self.device)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "LmcConfig":
-        return from_dict(cls, d, "LmcConfig")
-
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out is not None else Path(self.zoo) / "lmc"
 
     def evaluation(self) -> MliConfig:
         """The MLI evaluator's settings for these curves, resolved: un-augmented images, fp32, no

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from zoo.store import atomic_write_parquet
 
 from ..mli import Task
+from ..study import read_parts, write_part
 from .config import LmcConfig
 from .pairs import plan_pairs, variant_tasks, variants
 
@@ -31,23 +30,12 @@ COLUMNS = CURVE_SCHEMA.names
 
 def write_curves(out: Path, rows: pd.DataFrame) -> Path:
     """Commit one variant's chunk of curve rows as `variant=<v>/part-<first pair's member a>.parquet`."""
-    variant, first = rows.variant.iloc[0], rows.member_a.iloc[0]
-    table = pa.Table.from_pandas(rows[COLUMNS], schema=CURVE_SCHEMA, preserve_index=False)
-    rel = f"variant={variant}/part-{first}.parquet"
-    atomic_write_parquet(str(out), rel, table)
-    return Path(out) / rel
+    return write_part(out, rows, partition="variant", first="member_a", columns=COLUMNS, schema=CURVE_SCHEMA)
 
 
 def read_curves(out: Path) -> pd.DataFrame:
-    """Every committed curve row under `out` (files starting with "." or "_" are not committed)."""
-    files = sorted(p for p in Path(out).glob("variant=*/*.parquet") if not p.name.startswith((".", "_")))
-    if not files:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
-    df = pd.concat([pq.read_table(p, schema=CURVE_SCHEMA).to_pandas() for p in files], ignore_index=True)
-    dup = df.pair[df.pair.duplicated()]
-    if len(dup):
-        raise ValueError(f"curves under {out}: pair {dup.iloc[0]!r} appears twice; remove one of its files")
-    return df
+    """Every committed curve row under `out`, one per (variant, pair)."""
+    return read_parts(out, partition="variant", key="pair", columns=COLUMNS, schema=CURVE_SCHEMA)
 
 
 def pending(z, cfg: LmcConfig, out: Path, workers: int) -> tuple[list[str], list[Task]]:

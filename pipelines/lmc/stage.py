@@ -2,23 +2,16 @@
 (with a progress line), then writes Table 1, Figure 3 and the manifest that records the measurement."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
-import zoo
 from zoo.progress import Progress
-from zoo.recipe import Recipe
 from zoo.store import open_zoo
-from zoo.store.fs import atomic_write_bytes
-from zoo.store.manifest import code_version, package_versions
-from zoo.validate import check
 
 from ..mli import evaluate_curves
 from ..mli.metrics import alpha_grid
+from ..study import recipe_images, write_claim
 from .config import LmcConfig
 from .curves import pending, read_curves, write_curves
 from .figure import plot_figure3
@@ -32,22 +25,8 @@ EVAL_STREAM = 9  # sub-stream of eval_seed that picks the n_eval subset of test 
 
 def eval_images(manifest: dict, cfg: LmcConfig) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(x [M, 3, 32, 32] uint8, y [M], what they are): the zoo recipe's test images, un-augmented."""
-    data = zoo.load_cifar10(cfg.data)
-    want = manifest["data"]["sha256"]
-    if data.identity["sha256"] != want:
-        raise ValueError(f"data={cfg.data!r}: holds {data.identity['name']} (sha256 {data.identity['sha256']}); "
-                         f"the zoo was trained on sha256 {want} ({manifest['data'].get('name')})")
-    recipe = Recipe.from_dict(manifest["recipe"])
-    test = recipe.apply_subset(data)
-    x, y = test.test_x, test.test_y
-    if cfg.n_eval is not None:
-        check("n_eval", cfg.n_eval, cfg.n_eval <= len(y), f"<= {len(y)}, the recipe's test images")
-        keep = np.sort(np.random.default_rng([cfg.eval_seed, EVAL_STREAM]).permutation(len(y))[: cfg.n_eval])
-        x, y = x[keep], y[keep]
-    about = {"data": data.identity["name"], "data_sha256": want, "recipe_n_test": recipe.n_test,
-             "recipe_subset_seed": recipe.subset_seed, "n_images": len(y), "n_eval": cfg.n_eval,
-             "eval_seed": cfg.eval_seed}
-    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)), about
+    x, y, _, about = recipe_images(manifest, cfg.data, "test", cfg.n_eval, cfg.eval_seed, EVAL_STREAM)
+    return torch.from_numpy(x), torch.from_numpy(y), about
 
 
 def describe(about: dict, alphas: int) -> str:
@@ -62,16 +41,7 @@ def claim(out: Path, cfg: LmcConfig, manifest: dict, about: dict) -> None:
     """Write out/manifest.json; refuse an out folder whose curves were measured differently."""
     measurement = {"zoo_seed": manifest["zoo_seed"], "replicates": replicates_of(manifest), "alphas": cfg.alphas,
                    "align_iter": cfg.align_iter, "loss": "test, plain cross-entropy", "precision": "fp32", **about}
-    path = out / "manifest.json"
-    if path.exists():
-        old = json.loads(path.read_text())["measurement"]
-        diff = {k: (old.get(k), v) for k, v in measurement.items() if old.get(k) != v}
-        if diff:
-            raise ValueError(f"out={str(out)!r}: its curves were measured otherwise, {{setting: (stored, asked)}} "
-                             f"= {diff}; choose another --out")
-    doc = {"stage": "lmc", "claim": CLAIM, "measurement": measurement, "config": asdict(cfg),
-           "code": code_version(), "packages": package_versions()}
-    atomic_write_bytes(str(out), "manifest.json", json.dumps(doc, indent=2).encode())
+    write_claim(out, stage="lmc", claim=CLAIM, measurement=measurement, cfg=cfg)
 
 
 def _out_dir(cfg: LmcConfig) -> Path:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from zoo.device import check_device, resolve_device
-from zoo.families import check_family
-from zoo.validate import check, from_dict, is_int
+from zoo.validate import check
+
+from ..study import StudyConfig, check_common
 
 CUDA_POINTS = 64  # default (member, alpha) rows per packed CUDA forward; see benchmarks/mli_speed.py
 # Which images L(alpha) is measured on (the package docstring says why each exists):
@@ -15,7 +15,9 @@ EVAL_DATA = ("clean", "augmented_fixed", "augmented_per_alpha")
 
 
 @dataclass(frozen=True)
-class MliConfig:
+class MliConfig(StudyConfig):
+    OUT_NAME = "mli"  # outputs beside the zoo when out is None (a class constant, not a field)
+
     zoo: str  # path of the zoo in the store (a folder made by zoo.store.init_zoo)
     out: str | None = None  # output folder; None = <zoo>/mli
     data: str | None = None  # CIFAR-10 root; None = $SYMZOO_DATA or ~/.cache/symzoo
@@ -34,30 +36,13 @@ class MliConfig:
     top: int = 20  # curves per family panel in figure 5 (lowest recorded train loss), >= 1
 
     def __post_init__(self):
-        for name in ("zoo", "out", "data"):  # paths are kept as strings: the config goes to JSON
-            v = getattr(self, name)
-            ok = (v is None and name != "zoo") or (isinstance(v, (str, os.PathLike)) and os.fspath(v) != "")
-            check(name, v, ok, "a non-empty path" + ("" if name == "zoo" else " or None"))
-            object.__setattr__(self, name, None if v is None else os.fspath(v))
-        if self.families is not None:
-            object.__setattr__(self, "families", tuple(check_family(f) for f in self.families))
-        for name in ("members", "n_eval", "workers", "points"):
-            v = getattr(self, name)
-            check(name, v, v is None or (is_int(v) and v >= 1), "None or an int >= 1")
-        for name, low in (("alphas", 3), ("eval_seed", 0), ("batch", 1), ("chunk", 1), ("top", 1)):
-            v = getattr(self, name)
-            check(name, v, is_int(v) and v >= low, f"an int >= {low}")
+        check_common(self, optional=("members", "n_eval", "workers", "points"),
+                     lows={"alphas": 3, "eval_seed": 0, "batch": 1, "chunk": 1, "top": 1})
         check("eval_data", self.eval_data, self.eval_data in EVAL_DATA, " | ".join(EVAL_DATA))
         check_device(self.device)
         check("autocast", self.autocast, isinstance(self.autocast, bool), "a bool")
         check("autocast", self.autocast, not (self.autocast and self.device == "cpu"), "False on device cpu")
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "MliConfig":
-        return from_dict(cls, d, "MliConfig")
-
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out is not None else Path(self.zoo) / "mli"
 
     def on_cpu(self) -> bool:
         return resolve_device(self.device).type == "cpu"

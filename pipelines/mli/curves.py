@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import zoo
 from zoo.members import first_replicates
-from zoo.store import atomic_write_parquet
 from zoo.validate import check
 
+from ..study import read_parts, write_part
 from .config import MliConfig
 from .evaluate import Task
 
@@ -33,23 +32,12 @@ MEMBER_COLUMNS = ["member_id", "index", "family", "status", "label_smoothing", "
 
 def write_curves(out: Path, rows: pd.DataFrame) -> Path:
     """Commit the curve rows of one family's chunk as `family=<f>/part-<first member id>.parquet`."""
-    family, first = rows.family.iloc[0], rows.member_id.iloc[0]
-    table = pa.Table.from_pandas(rows[list(CURVE_COLUMNS)], schema=CURVE_SCHEMA, preserve_index=False)
-    rel = f"family={family}/part-{first}.parquet"
-    atomic_write_parquet(str(out), rel, table)
-    return Path(out) / rel
+    return write_part(out, rows, partition="family", first="member_id", columns=CURVE_COLUMNS, schema=CURVE_SCHEMA)
 
 
 def read_curves(out: Path) -> pd.DataFrame:
-    """Every committed curve row under `out` (files starting with "." or "_" are not committed)."""
-    files = sorted(p for p in Path(out).glob("family=*/*.parquet") if not p.name.startswith((".", "_")))
-    if not files:
-        return pd.DataFrame({name: pd.Series(dtype=object) for name in CURVE_COLUMNS})
-    df = pd.concat([pq.read_table(p, schema=CURVE_SCHEMA).to_pandas() for p in files], ignore_index=True)
-    dup = df.member_id[df.member_id.duplicated()]
-    if len(dup):
-        raise ValueError(f"curves under {out}: member {dup.iloc[0]!r} appears twice; remove one of its files")
-    return df
+    """Every committed curve row under `out`, one per member."""
+    return read_parts(out, partition="family", key="member_id", columns=CURVE_COLUMNS, schema=CURVE_SCHEMA)
 
 
 def curve_rows(task: Task, losses: np.ndarray, alphas: np.ndarray) -> pd.DataFrame:

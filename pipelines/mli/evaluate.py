@@ -18,8 +18,8 @@ from zoo.recipe import Recipe
 from zoo.train.augment import augment, draw_epoch
 from zoo.train.evaluate import evaluate_flat, normalize, smoothed_ce
 from zoo.train.vmap import packed_forward, stack_params
-from zoo.validate import check
 
+from ..study import recipe_images
 from .config import MliConfig
 from .metrics import alpha_grid
 
@@ -66,25 +66,11 @@ def eval_set(manifest: dict, cfg: MliConfig) -> tuple[torch.Tensor, torch.Tensor
     """(x [M, 3, 32, 32] uint8, y [M], what they are): the zoo recipe's train images, as configured.
 
     For augmented_per_alpha the images are returned clean; AlphaDraws augments them per point."""
-    data = zoo.load_cifar10(cfg.data)
-    want = manifest["data"]["sha256"]
-    if data.identity["sha256"] != want:
-        raise ValueError(f"data={cfg.data!r}: holds {data.identity['name']} (sha256 {data.identity['sha256']}); "
-                         f"the zoo was trained on sha256 {want} ({manifest['data'].get('name')})")
-    recipe = Recipe.from_dict(manifest["recipe"])
-    train = recipe.apply_subset(data)
-    x, y = train.train_x, train.train_y
-    if cfg.n_eval is not None:
-        check("n_eval", cfg.n_eval, cfg.n_eval <= len(y), f"<= {len(y)}, the recipe's training images")
-        keep = np.sort(np.random.default_rng([cfg.eval_seed, EVAL_STREAM]).permutation(len(y))[: cfg.n_eval])
-        x, y = x[keep], y[keep]
-    x, y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    x, y, recipe, about = recipe_images(manifest, cfg.data, "train", cfg.n_eval, cfg.eval_seed, EVAL_STREAM)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     if cfg.eval_data == "augmented_fixed":
         x, y = augmented_copy(x, y, recipe, cfg.eval_seed)
-    about = {"data": data.identity["name"], "data_sha256": want, "recipe_n_train": recipe.n_train,
-             "recipe_subset_seed": recipe.subset_seed, "n_images": len(y), "n_eval": cfg.n_eval,
-             "eval_seed": cfg.eval_seed, "eval_data": cfg.eval_data}
-    return x, y, about
+    return x, y, {**about, "eval_data": cfg.eval_data}
 
 
 HOW = {  # eval_data -> how the images are shown, for describe()

@@ -2,16 +2,15 @@
 progress line), then writes Table 4, Figure 5 and the manifest that records the measurement."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from zoo.progress import Progress
 from zoo.recipe import Recipe
 from zoo.store import open_zoo
-from zoo.store.fs import atomic_write_bytes, local_folder
-from zoo.store.manifest import code_version, package_versions
+from zoo.store.fs import local_folder
 
+from ..study import write_claim
 from .config import MliConfig, resolved
 from .curves import curve_rows, pending, read_curves, write_curves
 from .evaluate import Task, describe, eval_data_of, eval_set, evaluate_curves
@@ -27,17 +26,12 @@ def claim(out: Path, cfg: MliConfig, manifest: dict, about: dict) -> None:
     """Write out/manifest.json; refuse an out folder whose curves were measured differently."""
     measurement = {"zoo_seed": manifest["zoo_seed"], "alphas": cfg.alphas,
                    "precision": "bf16 autocast" if cfg.autocast else "fp32", **about}
-    path = out / "manifest.json"
-    if path.exists():
-        old = json.loads(path.read_text())["measurement"]
-        old = {**{k: v for k, v in old.items() if k != "augmented"}, "eval_data": eval_data_of(old)}
-        diff = {k: (old.get(k), v) for k, v in measurement.items() if old.get(k) != v}
-        if diff:
-            raise ValueError(f"out={str(out)!r}: its curves were measured otherwise, {{setting: (stored, asked)}} "
-                             f"= {diff}; choose another --out")
-    doc = {"stage": "mli", "claim": CLAIM, "measurement": measurement, "config": asdict(cfg),
-           "code": code_version(), "packages": package_versions()}
-    atomic_write_bytes(str(out), "manifest.json", json.dumps(doc, indent=2).encode())
+    write_claim(out, stage="mli", claim=CLAIM, measurement=measurement, cfg=cfg, stored=_today)
+
+
+def _today(old: dict) -> dict:
+    """A stored measurement in today's keys: the `augmented` bool became `eval_data`."""
+    return {**{k: v for k, v in old.items() if k != "augmented"}, "eval_data": eval_data_of(old)}
 
 
 def _out_dir(cfg: MliConfig) -> Path:
