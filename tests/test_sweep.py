@@ -129,13 +129,21 @@ def test_sigkill_then_rerun_completes_with_identical_weights(tmp_path, cifar_roo
         np.testing.assert_array_equal(by_id[cfg.member_id], direct.params_final)
 
 
-@pytest.mark.slow
-def test_failed_pack_is_retried_and_committed_once(tmp_path, cifar_root):
+def generate_with_fault(tmp_path, cifar_root, mode: str, family: str, members: int):
+    """`symzoo generate` of `members` of `family` with $SYMZOO_FAULT=mode:DIR; (process, output, fault markers)."""
     zoo, faults = tmp_path / "zoo", tmp_path / "faults"
     faults.mkdir()
-    env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"once:{faults}"}
-    out = finish(generate(zoo, "--families", "w_asym", "--members", "3", env=env))
-    assert len(list(faults.iterdir())) == 6, out  # every pack's worker died once, then trained again ...
+    env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"{mode}:{faults}"}
+    proc = generate(zoo, "--families", family, "--members", str(members), env=env)
+    out = finish(proc)
+    return proc, out, list(faults.iterdir())
+
+
+@pytest.mark.slow
+def test_failed_pack_is_retried_and_committed_once(tmp_path, cifar_root):
+    zoo = tmp_path / "zoo"
+    _, out, fired = generate_with_fault(tmp_path, cifar_root, "once", "w_asym", 3)
+    assert len(fired) == 6, out  # every pack's worker died once, then trained again ...
     assert len(re.findall(r"retry 1/3 of w_asym\[\d\.\.\d\]x1: WorkerCrashedError", out)) == 3, out  # ... logged
     assert_complete(zoo, ["w_asym"], 3)  # ... and is present exactly once
     assert len(member_files(zoo)) == 3
@@ -143,29 +151,21 @@ def test_failed_pack_is_retried_and_committed_once(tmp_path, cifar_root):
 
 @pytest.mark.slow
 def test_full_disk_fails_each_job_once_without_retraining(tmp_path, cifar_root):
-    zoo, faults = tmp_path / "zoo", tmp_path / "faults"
-    faults.mkdir()
-    env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"enospc:{faults}"}
-    proc = generate(zoo, "--families", "standard", "--members", "2", env=env)
-    out = finish(proc)
+    proc, out, fired = generate_with_fault(tmp_path, cifar_root, "enospc", "standard", 2)
     assert proc.returncode == 1, out
-    assert len(list(faults.iterdir())) == 2, out  # one commit attempt per job: no retry, no retraining
+    assert len(fired) == 2, out  # one commit attempt per job: no retry, no retraining
     assert "retry" not in out, out
     assert re.search(r"error: 2 job\(s\) failed: .*No space left on device .*free space there, then rerun", out), out
 
 
 @pytest.mark.slow
 def test_transient_commit_failure_retries_the_commit_not_the_training(tmp_path, cifar_root):
-    zoo, faults = tmp_path / "zoo", tmp_path / "faults"
-    faults.mkdir()
-    env = {"SYMZOO_DATA": str(cifar_root), "SYMZOO_FAULT": f"flaky:{faults}"}
-    proc = generate(zoo, "--families", "standard", "--members", "2", env=env)
-    out = finish(proc)
+    proc, out, fired = generate_with_fault(tmp_path, cifar_root, "flaky", "standard", 2)
     assert proc.returncode == 0, out
-    assert len(list(faults.iterdir())) == 4, out  # two commit attempts per job ...
+    assert len(fired) == 4, out  # two commit attempts per job ...
     assert out.count("commit retried 1x on transient I/O (not retrained)") == 2, out
     assert "retry 1/" not in out, out  # ... and no job resubmitted, so nothing trained twice
-    assert_complete(zoo, ["standard"], 2)
+    assert_complete(tmp_path / "zoo", ["standard"], 2)
 
 
 def test_a_job_committed_by_another_writer_is_counted(tmp_path, cifar, capsys):
