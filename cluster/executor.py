@@ -1,4 +1,6 @@
-"""The Ray executor of `symzoo generate`: each job a Ray task, embedded or on a cluster.
+"""The Ray executor of `symzoo generate`: each job a Ray task, embedded or on a cluster. Its
+connection check and retrying task loop (`connect`, `run_tasks`) also run `symzoo mli`'s tasks
+(cluster/mli.py).
 
 Without an address Ray starts embedded on this machine (every core or GPU, dashboard off, its
 own log lines kept out of the terminal). With `address` (or $RAY_ADDRESS) the same call drives
@@ -105,7 +107,7 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
     if not outcome:
         raise ClusterUnreachable(f"address={address!r}: the Ray head did not accept this driver within {timeout:.0f} s; "
                                  f"check that it is the head's GCS address, and {TOKEN_HINT}")
-    raise ClusterUnreachable(f"address={address!r}: {_first_line(outcome[0])}; check the address (`ray status` on "
+    raise ClusterUnreachable(f"address={address!r}: {first_line(outcome[0])}; check the address (`ray status` on "
                              "the head prints it)") from outcome[0]
 
 
@@ -142,14 +144,14 @@ def cause_of(e: BaseException) -> BaseException:
 def retry_reason(e: BaseException) -> str | None:
     """Why a retry can fix `e`, or None when it cannot (a deterministic error: fail the job now)."""
     if isinstance(e, DEATHS):
-        return f"{type(e).__name__}: {_first_line(e)}"
+        return f"{type(e).__name__}: {first_line(e)}"
     inner = cause_of(e)
     if isinstance(inner, DEATHS) or is_transient(inner):
-        return f"{type(inner).__name__}: {_first_line(inner)}"
+        return f"{type(inner).__name__}: {first_line(inner)}"
     return None
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     """The first sentence: Ray's messages run on for lines of advice."""
     return (str(e).strip().splitlines() or [""])[0].split(". ")[0][:300]
 
@@ -178,29 +180,41 @@ class RayExecutor:
         gpu = self.device_kind() == "gpu"
         task = ray.remote(self.job_fn).options(num_gpus=1 if gpu else 0, num_cpus=1, max_retries=0,
                                                retry_exceptions=False)
-        data_ref = ray.put(data)
-        alive, reported = _alive_nodes(), set()
-        waiting = deque((job, 0) for job in jobs)  # (job, attempt), in plan order: longest first
-        pending, failed = {}, []
-        while waiting or pending:
-            while waiting and len(pending) < self.max_in_flight:
-                job, attempt = waiting.popleft()
-                pending[task.remote(work, job, data_ref, "cuda" if gpu else "cpu")] = (job, attempt)
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            job, attempt = pending.pop(ready[0])
-            try:
-                summary = ray.get(ready[0])
-            except Exception as e:  # noqa: BLE001  retried if a retry can fix it, else reported
-                alive = _report_dead_nodes(e, alive, reported)
-                reason = retry_reason(e)
-                if reason and attempt < self.max_retries:
-                    log(f"retry {attempt + 1}/{self.max_retries} of {job.name}: {reason}")
-                    waiting.appendleft((job, attempt + 1))  # next to go: a retry is not sent to the back
-                else:
-                    failed.append((job, cause_of(e)))
-                continue
-            on_done(job, summary)
-        return failed
+        data_ref, device = ray.put(data), "cuda" if gpu else "cpu"
+        return run_tasks(lambda job: task.remote(work, job, data_ref, device), jobs, on_done,
+                         name=lambda job: job.name, max_retries=self.max_retries, max_in_flight=self.max_in_flight)
+
+
+def run_tasks(submit, items: list, on_done, *, name, max_retries: int, max_in_flight: int,
+              log=log) -> list[tuple[object, BaseException]]:
+    """Every item through `submit(item) -> ObjectRef` (a task with max_retries=0), at most
+    `max_in_flight` at once, in order; `on_done(item, result)` in this process as each finishes.
+
+    The driver retries an item whose worker or node died or that failed on transient I/O (`log`
+    says so, naming it by `name(item)`); a deterministic error fails it at once. Returns the items
+    that failed for good, each with the user's exception (not Ray's wrapper)."""
+    alive, reported = _alive_nodes(), set()
+    waiting = deque((item, 0) for item in items)  # (item, attempt)
+    pending, failed = {}, []
+    while waiting or pending:
+        while waiting and len(pending) < max_in_flight:
+            item, attempt = waiting.popleft()
+            pending[submit(item)] = (item, attempt)
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        item, attempt = pending.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+        except Exception as e:  # noqa: BLE001  retried if a retry can fix it, else reported
+            alive = _report_dead_nodes(e, alive, reported, log)
+            reason = retry_reason(e)
+            if reason and attempt < max_retries:
+                log(f"retry {attempt + 1}/{max_retries} of {name(item)}: {reason}")
+                waiting.appendleft((item, attempt + 1))  # next to go: a retry is not sent to the back
+            else:
+                failed.append((item, cause_of(e)))
+            continue
+        on_done(item, result)
+    return failed
 
 
 def _alive_nodes() -> dict[str, str]:
@@ -211,7 +225,7 @@ def _alive_nodes() -> dict[str, str]:
 NODE_IN_MESSAGE = re.compile(r"Node IP: ([\w.:-]+), node ID: (\w+)")  # how NodeDiedError names its node
 
 
-def _report_dead_nodes(e: BaseException, before: dict[str, str], reported: set[str]) -> dict[str, str]:
+def _report_dead_nodes(e: BaseException, before: dict[str, str], reported: set[str], log=log) -> dict[str, str]:
     """Log, once each, the node a NodeDiedError names and every node that was alive before and is
     not now (the GCS may take seconds to notice); returns the nodes alive now."""
     now = _alive_nodes()

@@ -1,6 +1,7 @@
 """`symzoo mli --zoo PATH`: monotonic linear interpolation curves, paper Table 4 and Figure 5.
 
 Every setting is a field of pipelines.mli.MliConfig; a flag of the same name overrides its default.
+`--executor ray [--address HOST:PORT]` evaluates each task as a Ray task (cluster/mli.py).
 """
 from __future__ import annotations
 

@@ -41,6 +41,13 @@ when there is one), `points` rows run as one packed forward pass (vmap over stac
 On CPU a packed forward is slower than separate ones (benchmarks/mli_speed.py), so each of
 `workers` processes evaluates its chunk of members one point at a time.
 
+Where (`executor`). local (default): this process, or its pool of `workers` CPU processes. ray:
+each task a Ray task on an embedded Ray or a cluster (`address`), one CPU and `gpus_per_task` of a
+GPU each (cluster/mli.py); the driver sends a task's weights with it, so the workers need neither
+the zoo nor `out`, and it writes each task's curves as they arrive. Both run the same Evaluator on
+tasks cut alike on CUDA (`chunk` members: packing moves a forward's result): the curves are equal,
+bit for bit, on the same device (tests/test_mli_ray.py checks it on CPU).
+
 Where things go: `out` (default `<zoo>/mli`) holds
     family=<f>/part-<first member id>.parquet   curves, one file per evaluated chunk of members
     table4.md, table4.csv, table4.tex, figure5.png, manifest.json (the measurement, eval_data included)
@@ -49,12 +56,12 @@ members get a row without a curve, so they are counted, and never retried. Resum
 row are skipped; a rerun with other evaluation settings into the same `out` is refused.
 
 Modules, one concept each: config (MliConfig), metrics (per-curve metrics, Table 4's statistics),
-evaluate (images, interpolation, forwards, process pool), curves (Parquet curves, resume), table
+evaluate (images, interpolation, forwards, executor local), curves (Parquet curves, resume), table
 (Table 4 files), figure (Figure 5), stage (run).
 """
 from .config import CUDA_POINTS, EVAL_DATA, MliConfig, resolved
 from .curves import CURVE_COLUMNS, CURVE_SCHEMA, pending, read_curves, select_members, write_curves
-from .evaluate import (AlphaDraws, Evaluator, Task, augmented_copy, curve_losses, describe, eval_set,
+from .evaluate import (AlphaDraws, Evaluator, LocalEvaluator, Task, augmented_copy, curve_losses, describe, eval_set,
                        evaluate_curves, interpolate, packed_views_loss, single_loss)
 from .figure import plot_figure5
 from .metrics import METRICS, TABLE_COLUMNS, alpha_grid, member_metrics, mli_metrics, table4
@@ -64,8 +71,8 @@ from .table import (GLOBAL_ABOUT, PAPER_GLOBAL_ABOUT, PAPER_TABLE4, PVALUES_ABOU
 
 __all__ = [
     "AlphaDraws", "CLAIM", "CUDA_POINTS", "CURVE_COLUMNS", "CURVE_SCHEMA", "EVAL_DATA", "Evaluator", "GLOBAL_ABOUT",
-    "METRICS", "MliConfig", "PAPER_GLOBAL_ABOUT", "PAPER_TABLE4", "PVALUES_ABOUT", "TABLE_COLUMNS", "Task",
-    "alpha_grid", "augmented_copy", "beside_paper", "curve_losses", "describe", "eval_set", "evaluate_curves",
+    "LocalEvaluator", "METRICS", "MliConfig", "PAPER_GLOBAL_ABOUT", "PAPER_TABLE4", "PVALUES_ABOUT", "TABLE_COLUMNS",
+    "Task", "alpha_grid", "augmented_copy", "beside_paper", "curve_losses", "describe", "eval_set", "evaluate_curves",
     "interpolate", "latex_table", "markdown_pvalues", "markdown_table", "member_metrics", "mli_metrics",
     "packed_views_loss", "paper_section", "paper_table4", "pending", "plot_figure5", "read_curves", "read_table4",
     "resolved", "run", "select_members", "single_loss", "table4", "write_curves", "write_tables",

@@ -1,8 +1,11 @@
 """MliConfig: every setting of the MLI study, declared once (the CLI flags and presets derive from it)."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
+
+import torch
 
 from zoo.device import check_device, resolve_device
 from zoo.validate import check
@@ -12,6 +15,7 @@ from ..study import StudyConfig, check_common
 CUDA_POINTS = 64  # default (member, alpha) rows per packed CUDA forward; see benchmarks/mli_speed.py
 # Which images L(alpha) is measured on (the package docstring says why each exists):
 EVAL_DATA = ("clean", "augmented_fixed", "augmented_per_alpha")
+EXECUTORS = ("local", "ray")  # MliConfig.executor: this process (or its CPU pool) | Ray tasks (cluster.mli)
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,18 @@ class MliConfig(StudyConfig):
     n_eval: int | None = None  # seeded subset of the recipe's train images, >= 1; None = all
     eval_seed: int = 0  # seed of that subset and of the augmentation draws, >= 0
     eval_data: str = "clean"  # clean | augmented_fixed (one copy) | augmented_per_alpha (companion-like)
-    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    workers: int | None = None  # CPU processes, >= 1; None = os.cpu_count(); CUDA uses one
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N (cuda:N with executor local only)
+    workers: int | None = None  # CPU processes of executor local, >= 1; None = os.cpu_count(); CUDA uses one
     batch: int = 500  # images per forward pass, >= 1
     points: int | None = None  # (member, alpha) rows per forward, >= 1; None = 1 on CPU, CUDA_POINTS on CUDA
     chunk: int = 16  # members per task and per curve file (the unit of resume), >= 1
     autocast: bool = False  # bf16 autocast, CUDA only; off: second differences are small
     top: int = 20  # curves per family panel in figure 5 (lowest recorded train loss), >= 1
+    # local by default, as metanets: a one-machine run needs no Ray, and Ray's curves are the same
+    executor: str = "local"  # "local" (this process or its CPU pool) | "ray" (each task a Ray task: cluster.mli)
+    address: str | None = None  # Ray address (executor ray only); None = $RAY_ADDRESS, else Ray embedded here
+    # a whole GPU per task by default, as the local path runs one task at a time on its GPU (shares not yet measured)
+    gpus_per_task: float = 1.0  # GPU share of each Ray task where Ray has GPUs: (0, 1] or whole GPUs; 0 = CPU only
 
     def __post_init__(self):
         check_common(self, optional=("members", "n_eval", "workers", "points"),
@@ -42,10 +51,23 @@ class MliConfig(StudyConfig):
         check_device(self.device)
         check("autocast", self.autocast, isinstance(self.autocast, bool), "a bool")
         check("autocast", self.autocast, not (self.autocast and self.device == "cpu"), "False on device cpu")
+        self._check_executor()
 
+    def _check_executor(self) -> None:
+        check("executor", self.executor, self.executor in EXECUTORS, " | ".join(EXECUTORS))
+        local = self.executor == "local"
+        check("address", self.address, self.address is None or (isinstance(self.address, str) and not local),
+              "unset with executor local (it runs in this process), else a string")
+        check("workers", self.workers, self.workers is None or local, "unset with executor ray (one task per Ray CPU)")
+        check("device", self.device, local or not self.device.startswith("cuda:"),
+              "auto, cpu or cuda with executor ray (Ray gives each task its GPU)")
+        g = self.gpus_per_task  # Ray schedules fractions of one GPU, or whole GPUs
+        ok = isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g < math.inf
+        check("gpus_per_task", g, ok and (g <= 1 or float(g).is_integer()), "a number in [0, 1] or a whole number")
 
     def on_cpu(self) -> bool:
-        return resolve_device(self.device).type == "cpu"
+        """Whether the tasks run on CPU; a named device is taken at its word (a Ray worker's GPU need not be here)."""
+        return (resolve_device(self.device) if self.device == "auto" else torch.device(self.device)).type == "cpu"
 
     def n_workers(self) -> int:
         return (self.workers or os.cpu_count() or 1) if self.on_cpu() else 1
@@ -54,12 +76,13 @@ class MliConfig(StudyConfig):
         return self.points or (1 if self.on_cpu() else CUDA_POINTS)
 
 
-def resolved(cfg: MliConfig) -> MliConfig:
-    """`cfg` on the device "auto" names here (the GPU when there is one), autocast checked against it.
+def resolved(cfg: MliConfig, device: str | None = None) -> MliConfig:
+    """`cfg` on `device`, where its tasks run (None: the one cfg.device names here, the GPU when
+    there is one), autocast checked against it.
 
     The stage runs on the resolved config, so n_workers / n_points see "cpu" or "cuda", never "auto".
     """
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if device is None else torch.device(device)
     check("autocast", cfg.autocast, not (cfg.autocast and device.type == "cpu"),
           f"False when device {cfg.device!r} resolves to cpu")
     return replace(cfg, device=str(device))

@@ -62,13 +62,14 @@ def _weights(z, family: str, which: str, ids: pd.Series) -> np.ndarray:
     return np.ascontiguousarray(arr[[pos[m] for m in ids]])
 
 
-def family_tasks(z, family: str, todo: pd.DataFrame, cfg: MliConfig) -> list[Task]:
-    """Chunks of the ok members still to do, balanced over the workers."""
+def family_tasks(z, family: str, todo: pd.DataFrame, cfg: MliConfig, slots: int) -> list[Task]:
+    """Chunks of the ok members still to do: on CPU balanced over the executor's `slots`; on CUDA
+    `chunk` each, whatever the executor, since the rows packed into one forward move its result."""
     ok = todo[todo.status == "ok"].reset_index(drop=True)
     if ok.empty:
         return []
     theta0, theta_t = _weights(z, family, "init", ok.member_id), _weights(z, family, "final", ok.member_id)
-    size = min(cfg.chunk, math.ceil(len(ok) / cfg.n_workers()))
+    size = min(cfg.chunk, math.ceil(len(ok) / (slots if cfg.on_cpu() else 1)))
     z.network(family)  # refuses code that builds other fixed pieces than the zoo's members were trained with
     seed = z.manifest["families"][family]["asym_seed"]
     return [Task(family, seed, ok.iloc[s : s + size].reset_index(drop=True), theta0[s : s + size], theta_t[s : s + size])
@@ -83,8 +84,9 @@ def run_families(cfg: MliConfig, manifest: dict) -> list[str]:
     return [f for f in zoo.FAMILIES if f in (cfg.families or have)]
 
 
-def pending(z, cfg: MliConfig, out: Path) -> tuple[list[str], list[Task]]:
-    """(ids of the selected members, tasks for those without curves); diverged ones get their row now."""
+def pending(z, cfg: MliConfig, out: Path, slots: int) -> tuple[list[str], list[Task]]:
+    """(ids of the selected members, tasks for those without curves, cut for `slots` tasks at once);
+    diverged ones get their row now."""
     done, selected, tasks = set(read_curves(out).member_id), [], []
     for fam in run_families(cfg, z.manifest):
         m = select_members(z, fam, cfg.members)
@@ -93,5 +95,5 @@ def pending(z, cfg: MliConfig, out: Path) -> tuple[list[str], list[Task]]:
         diverged = todo[todo.status != "ok"]
         if len(diverged):
             write_curves(out, diverged.assign(alphas=None, losses=None))
-        tasks += family_tasks(z, fam, todo, cfg)
+        tasks += family_tasks(z, fam, todo, cfg, slots)
     return selected, tasks

@@ -1,11 +1,13 @@
 """L(alpha) of (member, alpha) points: the images it is measured on, the interpolation, packed or
-one-at-a-time forwards, and the process pool of the CPU path."""
+one-at-a-time forwards, and executor local (this process, or the process pool of the CPU path);
+executor ray is cluster.mli, which runs the same Evaluator in Ray tasks."""
 from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
+from zoo.device import resolve_device
 from zoo.recipe import Recipe
 from zoo.train.augment import augment, draw_epoch
 from zoo.train.evaluate import evaluate_flat, normalize, smoothed_ce
@@ -189,6 +192,12 @@ class Task:
     theta0: np.ndarray  # [n, P] float32 initial trainable entries
     theta_t: np.ndarray  # [n, P] float32 trained entries
 
+    @property
+    def name(self) -> str:
+        """family[first index..last index]xN, as generate names its jobs."""
+        index = self.rows["index"]
+        return f"{self.family}[{index.iloc[0]}..{index.iloc[-1]}]x{len(index)}"
+
 
 class Evaluator:
     """Holds the evaluation images on the device and one network per (family, asym_seed).
@@ -251,3 +260,33 @@ def evaluate_curves(tasks: list[Task], x: torch.Tensor, y: torch.Tensor, cfg: Ml
         futures = {pool.submit(_work, t): t for t in tasks}
         for f in as_completed(futures):
             yield futures[f], f.result()
+
+
+class Executor(Protocol):
+    """Evaluates tasks: `LocalEvaluator` here, or cluster.mli.RayEvaluator (each task a Ray task)."""
+
+    def device(self, asked: str) -> str: ...  # where the tasks run, for cfg.device `asked`
+
+    def slots(self, cfg: MliConfig) -> int: ...  # tasks evaluated at once, for `cfg` resolved
+
+    def run(self, tasks: list[Task], x: torch.Tensor, y: torch.Tensor, cfg: MliConfig, recipe: Recipe | None,
+            on_done) -> None: ...  # on_done(task, L [n, A]) in this process as each task finishes
+
+
+class LocalEvaluator:
+    """Executor local: the tasks in this process (CUDA, or one CPU worker) or in a spawn pool of
+    `workers` CPU processes."""
+
+    def device(self, asked: str) -> str:
+        """Where the tasks run: the device `asked` names on this machine."""
+        return str(resolve_device(asked))
+
+    def slots(self, cfg: MliConfig) -> int:
+        """Tasks evaluated at once (`cfg` resolved)."""
+        return cfg.n_workers()
+
+    def run(self, tasks: list[Task], x: torch.Tensor, y: torch.Tensor, cfg: MliConfig, recipe: Recipe | None,
+            on_done) -> None:
+        """`on_done(task, L [n, A])` in this process as each task finishes; the first error stops the run."""
+        for task, losses in evaluate_curves(tasks, x, y, cfg, recipe):
+            on_done(task, losses)
