@@ -40,13 +40,22 @@ def stage_generate(cfg: RunConfig) -> None:
     run(cfg.generate, executor_for(cfg.generate))
 
 
+def on_cluster(cfg: RunConfig, section: str) -> dict:
+    """`symzoo run --address`: the cluster generate uses is also the one of a stage whose preset
+    section runs on Ray (`executor: ray`) without an address of its own."""
+    settings = getattr(cfg.preset, section) or {}
+    if cfg.generate.address and settings.get("executor") == "ray" and "address" not in settings:
+        return {"address": cfg.generate.address}
+    return {}
+
+
 def stage_metanets(cfg: RunConfig) -> None:
     from metanets.stage import run
 
     from .metanets_cmd import executor_for
 
     config = cfg.preset.config("metanets", zoo=cfg.generate.zoo, out=str(Path(cfg.out) / "metanets"),
-                               families=cfg.families)
+                               families=cfg.families, **on_cluster(cfg, "metanets"))
     run(config, executor_for(config))
 
 
@@ -54,7 +63,7 @@ def stage_mli(cfg: RunConfig) -> None:
     from .mli import run
 
     run(cfg.preset.config("mli", zoo=cfg.generate.zoo, out=str(Path(cfg.out) / "mli"), data=cfg.generate.data,
-                          families=cfg.families))
+                          families=cfg.families, **on_cluster(cfg, "mli")))
 
 
 def stage_lmc(cfg: RunConfig) -> None:

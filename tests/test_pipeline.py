@@ -106,3 +106,20 @@ def test_run_passes_overrides_through(tmp_path, capsys, cifar_root, monkeypatch)
     (zoo / "members" / "family=standard" / "pack-x.parquet").write_bytes(b"PAR1")
     assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--new-zoo"]) == 2
     assert "refusing to start a new zoo" in capsys.readouterr().err
+
+
+def test_run_address_reaches_the_stages_that_run_on_ray(tmp_path):
+    """`symzoo run --address A`: a stage whose preset section says `executor: ray` gets A unless it
+    names an address itself; a local stage gets none (it would refuse one)."""
+    from pipelines.run import RunConfig, on_cluster
+
+    path = tmp_path / "p.yaml"
+    path.write_text("description: t\ngenerate: {members: 2}\nmetanets: {executor: ray}\n"
+                    "mli: {executor: ray, address: 'head:6379'}\n")
+    p = load_preset(str(path))
+    for address, metanets, mli in ((None, {}, {}), ("10.0.0.1:6379", {"address": "10.0.0.1:6379"}, {})):
+        cfg = RunConfig(preset=p, out="o", generate=p.config("generate", zoo="z", executor="ray", address=address))
+        assert (on_cluster(cfg, "metanets"), on_cluster(cfg, "mli")) == (metanets, mli)
+    local = load_preset("demo")
+    cfg = RunConfig(preset=local, out="o", generate=local.config("generate", zoo="z", executor="ray", address="h:1"))
+    assert on_cluster(cfg, "metanets") == on_cluster(cfg, "mli") == {}
