@@ -14,10 +14,12 @@ import pandas as pd  # noqa: E402
 
 from metanets.report import paper_table3, table3, to_markdown  # noqa: E402
 from zoo.data import data_label  # noqa: E402
+from zoo.recipe import Recipe  # noqa: E402
 from zoo.records import AT_CHANCE_ACC  # noqa: E402
 from zoo.store import open_zoo  # noqa: E402
 
 from . import lmc, mli  # noqa: E402
+from .mli.table import PAPER_DIVERGED  # noqa: E402
 
 PAPER_ACCURACY = (  # the paper's figures, labelled as such, and how ours differ in what they measure
     "The paper's (Lim et al. 2024, Sec. 5.3; full CIFAR-10, 10-40 epochs): standard 74.8% train / 73.8% test, "
@@ -25,18 +27,32 @@ PAPER_ACCURACY = (  # the paper's figures, labelled as such, and how ours differ
     "training set (or its subset), without label smoothing in the accuracy; the companion code measured it on "
     "its augmenting train loader, so the paper's train figure is on augmented images.")
 HPARAMS = ("lr", "weight_decay", "label_smoothing", "epochs", "epochs_trained")
+NONFINITE_ABOUT = {  # what the zoo table's divergence columns mean under each Recipe.nonfinite
+    "skip": "Trained with `nonfinite: skip` (the companion's GradScaler policy): a step whose loss or gradient was "
+            "non-finite was skipped for that member, which trained on; *diverged* = final weights non-finite, the "
+            "paper's definition.",
+    "freeze": "Trained with `nonfinite: freeze`: a member stopped at its first non-finite loss or gradient, so "
+              "*diverged* = a non-finite step, and whether its weights would have ended finite (the paper's "
+              "definition) is unknown: n/a.",
+}
 
 
-def zoo_table(members: pd.DataFrame, planned: int) -> str:
-    lines = [f"| family | planned | committed | ok | diverged | at chance (test acc < {AT_CHANCE_ACC:.0%}) | "
-             "test acc mean ± std | median | train acc mean |", "|" + "---|" * 9]
+def zoo_table(members: pd.DataFrame, planned: int, nonfinite: str) -> str:
+    """One row per family; `nonfinite` is the zoo's Recipe.nonfinite (which sense "diverged" has)."""
+    lines = ["| family | planned | committed | ok | diverged | non-finite step (any epoch) | final weights non-finite "
+             f"| at chance (test acc < {AT_CHANCE_ACC:.0%}) | test acc mean ± std | median | train acc mean |",
+             "|" + "---|" * 11]
     for fam, g in members.groupby("family", sort=False):
-        ok = g[g.status == "ok"]
+        ok, diverged = g[g.status == "ok"], int((g.status == "diverged").sum())
+        final = str(diverged) if nonfinite == "skip" else "n/a"
         lines.append(
-            f"| {fam} | {planned} | {len(g)} | {len(ok)} | {int((g.status == 'diverged').sum())} | "
-            f"{int((ok.test_acc < AT_CHANCE_ACC).sum())} | {100 * ok.test_acc.mean():.1f}% ± {100 * ok.test_acc.std():.1f} | "
+            f"| {fam} | {planned} | {len(g)} | {len(ok)} | {diverged} | {int(g.diverged_epoch.notna().sum())} | "
+            f"{final} | {int((ok.test_acc < AT_CHANCE_ACC).sum())} | "
+            f"{100 * ok.test_acc.mean():.1f}% ± {100 * ok.test_acc.std():.1f} | "
             f"{100 * ok.test_acc.median():.1f}% | {100 * ok.train_acc.mean():.1f}% |")
-    return "\n".join(lines)
+    paper = ", ".join(f"{fam} {n}" for fam, n in PAPER_DIVERGED.items())
+    return "\n".join([*lines, "", NONFINITE_ABOUT[nonfinite] + " The paper's (Appendix E.4, its 300 members per "
+                       f"family of Table 4; fp16 with a GradScaler, diverged = final weights NaN): {paper}."])
 
 
 def hparam_table(members: pd.DataFrame) -> str:
@@ -123,7 +139,8 @@ def write(out: Path, zoo_path: str, *, preset: str, planned: int, hardware: str)
         "Accuracies, R^2 and convexity below are measured on this zoo, with its n; the paper's figures are "
         "given for comparison and are not ours.", "",
         "## Wall time per stage", "", _timings(out), "",
-        "## Zoo", "", zoo_table(members, planned), "", PAPER_ACCURACY, "", hparam_table(members), "",
+        "## Zoo", "", zoo_table(members, planned, Recipe.recorded(man["recipe"]).nonfinite), "", PAPER_ACCURACY, "",
+        hparam_table(members), "",
         "![test accuracy histogram](zoo_accuracy.png)", "",
         "## Table 3: predicting test accuracy from weights", "", *_metanet_section(out), "",
         "## Table 4: monotonic linear interpolation", "", *_mli_section(out), "",

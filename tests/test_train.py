@@ -298,24 +298,26 @@ def test_w_asym_fixed_entries_stay_exactly_fixed(cifar, separate):
 
 
 def test_diverging_member_is_masked_and_its_pack_mates_finish(cifar, separate):
-    cfgs = members("standard")
+    """Under nonfinite="freeze"; "skip" is tests/test_nonfinite.py's."""
+    cfgs, freeze = members("standard"), dataclasses.replace(TINY, nonfinite="freeze")
     cfgs[1] = dataclasses.replace(cfgs[1], lr=1e6, weight_decay=0.1, member_id="")
-    packed = train_pack(cfgs, cifar, TINY)
+    packed = train_pack(cfgs, cifar, freeze)
     bad = packed[1]
     assert bad.status == "diverged" and bad.diverged_epoch in (0, 1)
     assert np.isfinite(bad.params_final).all() and all(math.isnan(v) for v in bad.metrics.values())
     assert all(e <= bad.diverged_epoch for e in bad.checkpoints)
     for i in (0, 2):
         assert packed[i].status == "ok" and displacement_error(separate["standard"][i], packed[i]) < 2e-3
-    alone = train_member(cfgs[1], cifar, TINY)
+    alone = train_member(cfgs[1], cifar, freeze)
     assert alone.status == "diverged" and alone.diverged_epoch == bad.diverged_epoch
     assert np.isfinite(alone.params_final).all()
 
 
 def test_a_pack_whose_members_all_diverge_stops_and_keeps_their_last_finite_state(cifar, monkeypatch):
     """The all-diverged check is read an epoch late (LaggedFlag): the pack stops after one more
-    epoch, which changes nothing, and well before its last."""
-    r = dataclasses.replace(TINY, epochs=4, checkpoints=(0, 1, 2, 3, 4))
+    epoch, which changes nothing, and well before its last (nonfinite="freeze": under "skip" a pack
+    trains every epoch)."""
+    r = dataclasses.replace(TINY, epochs=4, checkpoints=(0, 1, 2, 3, 4), nonfinite="freeze")
     cfgs = [dataclasses.replace(c, lr=1e6, weight_decay=0.1, member_id="") for c in members("standard", 2)]
     trained = []
     train_epoch = Pack.train_epoch

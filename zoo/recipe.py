@@ -12,6 +12,12 @@ trains with the factor at time k / steps_per_epoch (in epochs), so the very firs
 in the companion code. The peak is at min(warmup_epochs, epochs / 2): a member trained for fewer
 than 2 * warmup_epochs epochs (a short test or smoke run) gets a symmetric triangle instead of a
 schedule that never comes down.
+
+Non-finite steps (`nonfinite`): the companion trains in fp16 under a GradScaler, which skips any
+step whose unscaled gradient holds inf or NaN (parameters, AdamW moments and step count stay as
+they were; the lr schedule moves on), and the paper counts a member as diverged only when its
+final weights are NaN. "skip" is that policy, member by member; "freeze" (symzoo's before the
+option) stops a member at its first non-finite loss or gradient. What each records: `zoo.train`.
 """
 from __future__ import annotations
 
@@ -27,8 +33,9 @@ from .families import INITS, init_weights
 from .members import MemberConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
+NONFINITE = ("skip", "freeze")  # what a non-finite step does to a member (module doc)
 # What a field meant in zoos recorded before it existed: such a zoo resumes and reads as it was made.
-LEGACY = {"init": "kaiming_normal"}
+LEGACY = {"init": "kaiming_normal", "nonfinite": "freeze"}
 IMAGE_SIDE = 32  # CIFAR-10 images are 32 x 32
 
 
@@ -46,6 +53,7 @@ class Recipe:
     checkpoints: tuple[int, ...] = ()  # epochs at whose end params + metrics are recorded; 0 = init
     precision: str = "auto"  # "auto" (bf16 autocast on cuda, fp32 on cpu) | "fp32" | "bf16"
     init: str = "companion"  # trainable-weight init, zoo.families.init_weights: "companion" | "kaiming_normal"
+    nonfinite: str = "skip"  # a step with a non-finite loss or gradient: "skip" it (GradScaler) | "freeze" the member
 
     def __post_init__(self):
         _check("batch_size", self.batch_size, _is_int(self.batch_size) and self.batch_size >= 1, "an int >= 1")
@@ -62,11 +70,17 @@ class Recipe:
         _check("cutout", self.cutout, _is_int(self.cutout) and 0 <= self.cutout <= IMAGE_SIDE, "an int in 0..32")
         _check("precision", self.precision, self.precision in PRECISIONS, f"one of {PRECISIONS}")
         _check("init", self.init, self.init in INITS, f"one of {INITS}")
+        _check("nonfinite", self.nonfinite, self.nonfinite in NONFINITE, f"one of {NONFINITE}")
         object.__setattr__(self, "checkpoints", _checkpoints(self.checkpoints))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
         return from_dict(cls, d, "recipe")
+
+    @classmethod
+    def recorded(cls, d: dict) -> "Recipe":
+        """The recipe a zoo's manifest records; a field the zoo predates reads as it was then (LEGACY)."""
+        return cls.from_dict({**LEGACY, **d})
 
     def to_dict(self) -> dict:
         d = asdict(self)

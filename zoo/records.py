@@ -12,7 +12,7 @@ STATUSES = ("ok", "diverged")
 # Not 0.10 or 0.11: a net that predicts one class scores that class's share of the test images, and on
 # a seeded subset of 256 (the smoke preset) the ten shares spread about 0.10 +- 0.02, the largest near 0.14.
 AT_CHANCE_ACC = 0.15
-METRICS = (  # every one is recorded for every member; NaN where a diverged member has none
+METRICS = (  # recorded for every member: all NaN for a "diverged" one; an "ok" one's losses may overflow
     "train_acc",  # fraction correct on the un-augmented training set (or its recipe subset)
     "train_loss",  # mean cross-entropy with the member's label smoothing
     "train_loss_plain",  # mean cross-entropy without label smoothing
@@ -25,11 +25,11 @@ METRICS = (  # every one is recorded for every member; NaN where a diverged memb
 @dataclass
 class MemberResult:
     config: MemberConfig  # hyperparameters, seeds and member id
-    status: str  # "ok" | "diverged"
-    diverged_epoch: int | None  # epoch (0-based) in which the loss became non-finite
+    status: str  # "ok" | "diverged": a non-finite step ("freeze") or final weights ("skip"), zoo.train
+    diverged_epoch: int | None  # 0-based epoch of the first non-finite loss or gradient; None if none
     metrics: dict[str, float]  # keys: METRICS
     params_init: np.ndarray  # [P] float32, zoo.flatten order, before the first step
-    params_final: np.ndarray  # [P] float32 after the last step (last finite values if diverged)
+    params_final: np.ndarray  # [P] float32 after the last step taken ("skip": may be non-finite)
     wall_time_s: float  # this member's share of training wall time
     device: str  # e.g. "cpu", "cuda:0 (NVIDIA H200)"
     data_sha: str  # Cifar10.identity["sha256"] of the data trained on

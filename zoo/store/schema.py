@@ -45,14 +45,14 @@ MEMBER_COLUMNS = (  # (name, type, nullable), in file order; a new column is one
     ("epochs", pa.int64(), False),  # sampled epochs (paper Table 8)
     ("epochs_trained", pa.int64(), False),  # epochs the recipe actually trained
     ("seed", pa.int64(), False),  # training seed, < 2^63
-    ("status", pa.string(), False),  # "ok" | "diverged"
-    ("diverged_epoch", pa.int64(), True),  # 0-based epoch of the first non-finite loss; null if ok
+    ("status", pa.string(), False),  # "ok" | "diverged" (recipe.nonfinite says which sense: zoo.train)
+    ("diverged_epoch", pa.int64(), True),  # 0-based epoch of the first non-finite loss or gradient; null if none
     *((m, pa.float64(), False) for m in METRICS),  # NaN where a diverged member has none
     ("wall_time_s", pa.float64(), False),
     ("device", pa.string(), False),
     ("data_sha", pa.string(), False),  # sha256 of the CIFAR-10 copy trained on
     ("params_init", PARAMS, False),  # [P] trainable entries in zoo.flatten order, before step 1
-    ("params_final", PARAMS, False),  # [P] after the last step (last finite values if diverged)
+    ("params_final", PARAMS, False),  # [P] after the last step taken (non-finite if "skip" diverged it)
 )
 
 CHECKPOINT_COLUMNS = (  # keyed by (member_id, epoch)

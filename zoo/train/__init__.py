@@ -17,12 +17,20 @@ Randomness: a member's init is `zoo.init_weights(net, cfg.seed)`; its data order
 augmentation in epoch e are drawn from generators keyed by (cfg.seed, e) (`zoo.train.augment`), the
 same draws in the resident and packed paths.
 
-Divergence: a member diverges at the first step whose training loss or gradient is non-finite.
-Neither that step nor any later one is taken (a packed member is masked out while its pack-mates
-go on; a resident member stops at the end of that epoch), `diverged_epoch` is the 0-based epoch
-of that step, `params_final` holds the last finite parameters, and every metric is NaN
-(records.METRICS: "NaN where a diverged member has none"). Checkpoints at or after the divergence
-are not recorded, nor are checkpoints past the member's last epoch.
+Divergence (Recipe.nonfinite): a step is non-finite for a member when its training loss or
+gradient is NaN or infinite. `diverged_epoch` is the 0-based epoch of the member's first such step,
+None if it had none, under either policy.
+- "skip" (the default; the companion's GradScaler): that step is not taken for that member (its
+  parameters, AdamW moments and step count stay as they were, the lr schedule moves on) and it
+  trains on. Its status is "diverged" when its final weights are non-finite (the paper's count of
+  diverged members), "ok" otherwise, so an "ok" member may have a `diverged_epoch`. Every checkpoint
+  is recorded, and `params_final` holds the final weights as they are.
+- "freeze" (symzoo's before the option): neither that step nor any later one is taken (a packed
+  member is masked out while its pack-mates go on; a resident member stops at the end of that
+  epoch); its status is "diverged" and `params_final` holds the parameters from before that step.
+  No checkpoint from the end of that epoch on is recorded.
+A "diverged" member's metrics are all NaN (records.METRICS). No checkpoint past the member's last
+epoch is recorded.
 """
 from __future__ import annotations
 

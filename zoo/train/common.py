@@ -2,7 +2,8 @@
 
 `fit` is the loop of the one-member engines (resident and FFCV): init, AdamW steps over
 `batches(epoch)`, checkpoints, divergence, measurement. The packed engine (`zoo.train.packed`)
-has its own lockstep loop and shares `Resident`, `resident`, `measure` and `nan_metrics`.
+has its own lockstep loop and shares `Resident`, `resident`, `measure`, `nan_metrics` and
+`member_status`.
 """
 from __future__ import annotations
 
@@ -86,6 +87,15 @@ def new_member(cfg: MemberConfig, recipe: Recipe, *, asym_seed: int, device) -> 
     return net, torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
+def member_status(recipe: Recipe, diverged_epoch: int | None, final_finite: bool) -> str:
+    """A member's records.STATUSES under the recipe's `nonfinite` policy (`zoo.train`, "Divergence"):
+    "freeze" calls a member diverged when it had a non-finite step, "skip" when its final weights
+    are non-finite (the paper's count)."""
+    if recipe.nonfinite == "freeze":
+        return "ok" if diverged_epoch is None else "diverged"
+    return "ok" if final_finite else "diverged"
+
+
 def _non_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     """0-dim bool on the device: the loss or some gradient entry is NaN or infinite."""
     grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
@@ -93,12 +103,14 @@ def _non_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
 
 
 def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches, lrs: np.ndarray, label_smoothing: float,
-                autocast: torch.dtype | None) -> torch.Tensor:
+                autocast: torch.dtype | None, *, nonfinite: str = "skip") -> torch.Tensor:
     """One epoch of AdamW steps at learning rates `lrs` [steps]. Returns a 0-dim bool on the device,
-    True when a step had a non-finite loss or gradient; that step and all after it are skipped.
+    True when a step had a non-finite loss or gradient. `nonfinite` (Recipe.nonfinite): "skip"
+    skips that step only, "freeze" that step and all after it.
 
     The skip happens on the device, through the fused optimizer's `found_inf` (the flag GradScaler
-    uses), so the loop never waits for the GPU; the caller reads the flag once per epoch.
+    uses: parameters, moments and the optimizer's step count stay as they were), so the loop never
+    waits for the GPU; the caller reads the flag once per epoch.
     """
     params = list(net.parameters())
     bad = torch.zeros((), dtype=torch.bool, device=params[0].device)
@@ -108,8 +120,9 @@ def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches, lrs: np.nda
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        bad = bad | _non_finite(loss, params)
-        opt.found_inf = bad.float()
+        step_bad = _non_finite(loss, params)
+        bad = bad | step_bad
+        opt.found_inf = (bad if nonfinite == "freeze" else step_bad).float()
         opt.param_groups[0]["lr"] = float(lr)
         opt.step()
     return bad
@@ -135,14 +148,18 @@ def fit(cfg: MemberConfig, res: Resident, recipe: Recipe, batches: Batches, *, a
     diverged = None
     for epoch in range(epochs):
         with closing(batches(epoch)) as it:
-            if bool(train_epoch(net, opt, it, lrs[epoch], cfg.label_smoothing, autocast)):
-                diverged = epoch
-                break
+            bad = bool(train_epoch(net, opt, it, lrs[epoch], cfg.label_smoothing, autocast,
+                                   nonfinite=recipe.nonfinite))
+        diverged = epoch if bad and diverged is None else diverged
+        if bad and recipe.nonfinite == "freeze":
+            break
         if epoch + 1 in recipe.checkpoints:
             checkpoints[epoch + 1] = snapshot()
-    params_final, metrics = snapshot() if diverged is None else (flatten(net).numpy(), nan_metrics())
+    final = flatten(net).numpy()
+    outcome = member_status(recipe, diverged, bool(np.isfinite(final).all()))
+    metrics = snapshot()[1] if outcome == "ok" else nan_metrics()
     return MemberResult(
-        config=cfg, status="ok" if diverged is None else "diverged", diverged_epoch=diverged, metrics=metrics,
-        params_init=params_init, params_final=params_final, wall_time_s=time.perf_counter() - start,
-        device=device_label(device), data_sha=res.data_sha, checkpoints=checkpoints,
+        config=cfg, status=outcome, diverged_epoch=diverged, metrics=metrics, params_init=params_init,
+        params_final=final, wall_time_s=time.perf_counter() - start, device=device_label(device),
+        data_sha=res.data_sha, checkpoints=checkpoints,
     )

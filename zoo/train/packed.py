@@ -16,10 +16,12 @@ default until then.
 Every member keeps its own: init (`init_weights(net, cfg.seed)`), data order and augmentation
 (the same `zoo.train.augment.draw_epoch` draws as the resident path), lr schedule, weight decay, label
 smoothing, and AdamW state. AdamW is applied to the stacked buffer with per-member lr and weight
-decay tensors and matches torch.optim.AdamW's defaults step for step. There is no GradScaler and
-no gradient clipping: nothing couples members. A member whose loss or gradient turns non-finite
-is masked (its step is not taken, its lr is 0 from then on) while the pack goes on; the rest of
-the divergence contract is `zoo.train`'s.
+decay tensors and matches torch.optim.AdamW's defaults step for step, with a step count per
+member. There is no GradScaler and no gradient clipping: nothing couples members. A step whose
+loss or gradient is non-finite for a member is not taken for that member (its parameters, m, v and
+step count stay bit for bit, the `take` mask of `adamw_`) while the pack goes on: under
+Recipe.nonfinite "skip" the member takes its later steps, under "freeze" it is masked from then on.
+The rest of the divergence contract is `zoo.train`'s.
 
 A pack shares one epoch count (the step schedule is per pack); `train_packs` groups by epochs.
 `compile=True` runs the loss and its gradient through torch.compile; packs share the compiled
@@ -62,7 +64,7 @@ from ..members import MemberConfig
 from ..families import build
 from ..recipe import IMAGE_SIDE, Recipe
 from ..records import MemberResult
-from .common import Resident, device_label, measure, nan_metrics, resident
+from .common import Resident, device_label, measure, member_status, nan_metrics, resident
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as on the resident path
 ADAM_EPS = 1e-8
@@ -70,18 +72,24 @@ GRAPH_WARMUP = 2  # eager steps on a side stream before a capture (cuBLAS / cuDN
 
 
 @torch.no_grad()
-def adamw_(p, g, m, v, *, lr: torch.Tensor, wd: torch.Tensor, step: torch.Tensor | int) -> None:
+def adamw_(p, g, m, v, *, lr: torch.Tensor, wd: torch.Tensor, step: torch.Tensor | int,
+           take: torch.Tensor | None = None) -> None:
     """torch.optim.AdamW's update on stacked members: p, g, m, v [N, F]; lr, wd [N]; step >= 1, an
-    int or a float64 tensor on p's device. With a tensor step nothing here is a host number, so a
-    CUDA graph replays it with the current values. The bias corrections are computed in float64
-    and rounded once, as the Python-number version did."""
-    (b1, b2), lr, wd = ADAM_BETAS, lr[:, None], wd[:, None]
-    step = torch.as_tensor(step, dtype=torch.float64, device=p.device)
+    int or a float64 tensor on p's device, 0-dim or [N] (one count per member). With a tensor step
+    nothing here is a host number, so a CUDA graph replays it with the current values. The bias
+    corrections are computed in float64 and rounded once, as the Python-number version did.
+    `take` [N] bool (None: all): a member outside it keeps p, m and v bit for bit (GradScaler's
+    skipped step); its g must be finite (zeroed) and its step may be 0."""
+    (b1, b2), wd = ADAM_BETAS, wd[:, None]
+    on = None if take is None else take[:, None]
+    lr = lr[:, None] if on is None else lr[:, None] * on
+    step = torch.as_tensor(step, dtype=torch.float64, device=p.device).clamp(min=1)  # 1: a skipped first step
+    step = step[:, None] if step.dim() else step
     correction1 = (1 - b1**step).float()
     correction2_sqrt = (1 - b2**step).sqrt().float()
     p.mul_(1 - lr * wd)
-    m.lerp_(g, 1 - b1)
-    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    m.lerp_(g, 1 - b1 if on is None else (1 - b1) * on)  # weight 0 leaves m as it is, exactly
+    v.mul_(b2 if on is None else torch.where(on, b2, 1.0)).addcmul_(g, g, value=1 - b2)
     denom = (v.sqrt() / correction2_sqrt).add_(ADAM_EPS)
     p.sub_(lr / correction1 * (m / denom))
 
@@ -136,8 +144,8 @@ class Pack:
         self.m, self.v = torch.zeros_like(self.buf), torch.zeros_like(self.buf)
         self.lr, self.wd, self.smoothing = (torch.tensor([getattr(c, k) for c in self.slot_cfgs], device=self.device)
                                             for k in ("lr", "weight_decay", "label_smoothing"))
-        self.active = torch.arange(slots, device=self.device) < len(cfgs)
-        self.diverged_at = torch.full((slots,), -1, device=self.device)
+        self.active = torch.arange(slots, device=self.device) < len(cfgs)  # "freeze" clears a member's
+        self.diverged_at = torch.full((slots,), -1, device=self.device)  # epoch of the first non-finite step
         self.autocast = recipe.autocast_dtype(self.device)
         self._init_step_state(slots)
         self.cuda_graph, self.graph = cuda_graph, None
@@ -155,7 +163,7 @@ class Pack:
                                          self.device)
         self.factors = torch.zeros(steps, **kw)  # this epoch's lr factors
         self.s = torch.zeros(1, dtype=torch.int64, **kw)  # step within the epoch
-        self.t = torch.zeros((), dtype=torch.float64, **kw)  # AdamW's step count
+        self.t = torch.zeros(slots, dtype=torch.float64, **kw)  # AdamW's step count per member (steps taken)
         self.epoch = torch.zeros((), dtype=torch.int64, **kw)
 
     def views(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -209,16 +217,20 @@ class Pack:
         return x.view(n, b, *x.shape[1:]), self.res.train_y[idx]
 
     def _step(self) -> None:
-        """One AdamW step of every active member at step `self.s`; members turning non-finite are
-        masked out. Device work only (no host value read or baked in): a CUDA graph can hold it."""
+        """One AdamW step at step `self.s` of every active member whose loss and gradient are
+        finite; the others' state is left as it was ("freeze" also deactivates them). Device work
+        only (no host value read or baked in): a CUDA graph can hold it."""
         losses, grad = self.loss_and_grad(*self._batch())
         ok = torch.isfinite(losses) & torch.isfinite(grad).all(1)
-        self.diverged_at.copy_(torch.where(self.active & ~ok, self.epoch, self.diverged_at))
-        self.active &= ok
-        self.t += 1
-        grad = torch.where(self.active[:, None], grad, 0.0)  # a masked member's NaNs must not reach its m, v
+        first = self.active & ~ok & (self.diverged_at < 0)
+        self.diverged_at.copy_(torch.where(first, self.epoch, self.diverged_at))
+        if self.recipe.nonfinite == "freeze":
+            self.active &= ok
+        take = self.active & ok
+        self.t += take
+        grad = torch.where(take[:, None], grad, 0.0)  # a skipped member's NaNs must not reach its m, v
         factor = self.factors.index_select(0, self.s)  # [1]
-        adamw_(self.buf, grad, self.m, self.v, lr=self.lr * factor * self.active, wd=self.wd, step=self.t)
+        adamw_(self.buf, grad, self.m, self.v, lr=self.lr * factor, wd=self.wd, step=self.t, take=take)
         self.s += 1
 
     def _load_epoch(self, epoch: int, lr_factors: np.ndarray) -> None:
@@ -314,8 +326,9 @@ def train_pack(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_
                cuda_graph: bool = False) -> list[MemberResult]:
     """Train members of one family and one epoch count together; results in the order of `cfgs`.
     `slots` pads the pack, `impl` picks the forward, `cuda_graph` replays the step (see `Pack`).
-    A pack whose members have all diverged stops one epoch late (`LaggedFlag`); masked members do
-    not change, so the results are those of stopping at once."""
+    Under "freeze" a pack whose members have all diverged stops one epoch late (`LaggedFlag`);
+    masked members do not change, so the results are those of stopping at once. Under "skip" every
+    member trains every epoch."""
     start = time.perf_counter()
     epochs = _pack_epochs(cfgs, recipe)
     res = resident(data, recipe, device)
@@ -335,15 +348,19 @@ def train_pack(cfgs: list[MemberConfig], data: Cifar10, recipe: Recipe, *, asym_
 
 
 def _results(pack: Pack, checkpoints: dict, wall_s: float) -> list[MemberResult]:
-    final, diverged_at = pack.flat().cpu(), pack.diverged_at.tolist()[: len(pack.cfgs)]
-    ok = [d < 0 for d in diverged_at]
-    metrics = pack.measure() if any(ok) else [nan_metrics()] * len(ok)
+    final, n = pack.flat().cpu(), len(pack.cfgs)
+    diverged = [None if d < 0 else d for d in pack.diverged_at.tolist()[:n]]
+    finite = torch.isfinite(final[:n]).all(1).tolist()
+    status = [member_status(pack.recipe, d, f) for d, f in zip(diverged, finite)]
+    metrics = pack.measure() if "ok" in status else [nan_metrics()] * n
+    frozen = pack.recipe.nonfinite == "freeze"  # a frozen member records no checkpoint after its divergence
     results = []
     for i, cfg in enumerate(pack.cfgs):
-        kept = {e: (p[i].numpy(), ms[i]) for e, (p, ms) in checkpoints.items() if ok[i] or e <= diverged_at[i]}
+        kept = {e: (p[i].numpy(), ms[i]) for e, (p, ms) in checkpoints.items()
+                if not frozen or diverged[i] is None or e <= diverged[i]}
         results.append(MemberResult(
-            config=cfg, status="ok" if ok[i] else "diverged", diverged_epoch=None if ok[i] else diverged_at[i],
-            metrics=metrics[i] if ok[i] else nan_metrics(), params_init=pack.params_init[i].numpy(),
+            config=cfg, status=status[i], diverged_epoch=diverged[i],
+            metrics=metrics[i] if status[i] == "ok" else nan_metrics(), params_init=pack.params_init[i].numpy(),
             params_final=final[i].numpy(), wall_time_s=wall_s, device=device_label(pack.device),
             data_sha=pack.res.data_sha, checkpoints=kept,
         ))
