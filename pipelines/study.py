@@ -47,7 +47,7 @@ def recipe_images(manifest: dict, data_root, split: str, n_eval: int | None, eva
     if data.identity["sha256"] != want:
         raise ValueError(f"data={data_root!r}: holds {data.identity['name']} (sha256 {data.identity['sha256']}); "
                          f"the zoo was trained on sha256 {want} ({manifest['data'].get('name')})")
-    recipe = Recipe.from_dict(manifest["recipe"])
+    recipe = Recipe.recorded(manifest["recipe"])
     subset = recipe.apply_subset(data)
     x, y = getattr(subset, f"{split}_x"), getattr(subset, f"{split}_y")
     if n_eval is not None:

@@ -89,7 +89,7 @@ def _run(cfg: MliConfig, executor: Executor) -> Path:
     x, y, about = eval_set(z.manifest, cfg)
     claim(out, cfg, z.manifest, about)
     selected, tasks = pending(z, cfg, out, executor.slots(cfg))
-    evaluate_tasks(tasks, x, y, cfg, Recipe.from_dict(z.manifest["recipe"]), out, selected=len(selected),
+    evaluate_tasks(tasks, x, y, cfg, Recipe.recorded(z.manifest["recipe"]), out, selected=len(selected),
                    executor=executor)
     curves = read_curves(out)
     curves = curves[curves.member_id.isin(selected)].reset_index(drop=True)
