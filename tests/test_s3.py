@@ -17,7 +17,9 @@ import pytest
 
 from conftest import REPO
 from fingerprint import zoo_fingerprint
-from test_store import make_zoo, synthetic_result
+from test_store import (a_late_conflicting_writer, adding_every_family_to_a_new_zoo_at_once,
+                        conflicting_writers_at_once, make_zoo, racing_writers_with_other_settings,
+                        resuming_a_legacy_zoo, synthetic_result)
 from test_sweep import finish, generate
 from zoo.store import commit, open_zoo
 from zoo.store import fs as store_fs
@@ -129,6 +131,22 @@ def test_a_pack_of_64_members_is_a_multipart_upload_that_reads_back(s3, s3_serve
     by_id = dict(zip(ids, w))
     for r in results[::21]:
         np.testing.assert_array_equal(by_id[r.config.member_id], r.params_final)
+
+
+def test_writers_adding_families_at_once_lose_none_on_s3(s3):
+    """No lock on an object store: each family is a record of its own, so none is lost."""
+    for attempt in range(3):
+        adding_every_family_to_a_new_zoo_at_once(f"{s3}/zoo{attempt}")
+
+
+def test_conflicting_writers_on_s3_never_go_on_under_a_record_that_does_not_stay(s3):
+    conflicting_writers_at_once(s3 + "/at-once")
+    a_late_conflicting_writer(s3 + "/late")
+    racing_writers_with_other_settings(s3 + "/racing", rounds=2)
+
+
+def test_a_zoo_made_before_manifest_records_resumes_on_s3(s3):
+    resuming_a_legacy_zoo(s3 + "/zoo")
 
 
 @pytest.mark.slow

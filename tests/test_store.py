@@ -1,11 +1,13 @@
-"""The weight store: round trips on tmp_path, the commit protocol under failure, verify, and
-plain pyarrow / DuckDB readers. Results are synthetic (no training)."""
+"""The weight store: round trips on tmp_path, the commit protocol under failure, concurrent manifest
+writers, verify, and plain pyarrow / DuckDB readers. Results are synthetic (no training)."""
 import errno
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from functools import lru_cache
@@ -240,8 +242,8 @@ def test_disk_full_during_commit_leaves_nothing_visible(tmp_path, monkeypatch, f
         assert err.value.errno == errno.ENOSPC
     monkeypatch.undo()
     everything = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "zoo").rglob("*") if p.is_file())
-    assert everything == ["zoo/.manifest.lock", "zoo/manifest.json",
-                          f"zoo/members/family=standard/{Path(path).name}"]  # no temp left
+    manifest = [p for p in everything if p.startswith(("zoo/manifest.json", "zoo/manifest.d/"))]
+    assert sorted(set(everything) - set(manifest)) == [f"zoo/members/family=standard/{Path(path).name}"]  # no temp left
     assert Path(path).read_bytes() == before  # the failed retry did not touch the committed file
     assert z.members()["index"].tolist() == [0, 1] and len(z.checkpoints("standard")) == 0
 
@@ -597,48 +599,225 @@ def test_fixed_pieces_are_recorded_and_checked(tmp_path):
         assert built and all(torch.equal(b, built[n]) for n, b in z.network(family).named_buffers())
     assert fixed_digest(zoo.build("w_asym", 1)) != m["families"]["w_asym"]["fixed_sha256"]
 
-    manifest = path / "manifest.json"
-    other = json.loads(manifest.read_text())
-    other["families"]["w_asym"]["fixed_sha256"] = "0" * 64  # as if made where numpy drew other masks
-    manifest.write_text(json.dumps(other))
-    before = manifest.read_bytes()
+    record = path / "manifest.d" / "family=w_asym.json"
+    other = json.loads(record.read_text())
+    other["fixed_sha256"] = "0" * 64  # as if made where numpy drew other masks
+    record.write_text(json.dumps(other))
+    before = record.read_bytes()
     with pytest.raises(store.ManifestMismatch, match="families.w_asym.fixed_sha256: '0000"):
         make_zoo(path, families=("w_asym",))
-    assert manifest.read_bytes() == before
+    assert record.read_bytes() == before
     with pytest.raises(ValueError, match="family='w_asym': this code builds fixed pieces"):
         store.open_zoo(path).network("w_asym")
     store.open_zoo(path).network("sigma_asym")
 
-    del other["families"]["w_asym"]["fixed_sha256"]  # a zoo made before the digest was recorded
-    manifest.write_text(json.dumps(other))
+    del other["fixed_sha256"]  # a zoo made before the digest was recorded
+    record.write_text(json.dumps(other))
     make_zoo(path, families=("w_asym",))
     store.open_zoo(path).network("w_asym")
 
 
-def test_writers_adding_families_at_once_lose_none(tmp_path, monkeypatch):
-    """Each writer reads the manifest, then (slowly) writes it back with its family added: without
-    the manifest lock the last write would drop the other families."""
-    import threading
+def concurrently(calls) -> list:
+    """Each call in a thread of its own, all started together; each one's result or exception, in order."""
+    results = [None] * len(calls)
 
-    from zoo.store import writer
+    def run(i, call):
+        try:
+            results[i] = call()
+        except Exception as e:  # noqa: BLE001  the caller checks which kind
+            results[i] = e
 
-    slow_load = writer.load_manifest
-
-    def load_then_wait(fs, root):
-        manifest = slow_load(fs, root)
-        time.sleep(0.3)
-        return manifest
-
-    monkeypatch.setattr(writer, "load_manifest", load_then_wait)
-    path = tmp_path / "zoo"
-    threads = [threading.Thread(target=make_zoo, args=(path, (f,))) for f in zoo.FAMILIES]
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(store.open_zoo(path).manifest["families"]) == sorted(zoo.FAMILIES)
-    report = store.verify(path)
-    assert report.clean and not report.stale_temps and (path / store_fs.LOCK).exists()
+    return results
+
+
+def wait_together_at(mp, module, name: str, n: int, *, after: bool, when=lambda *args: True) -> None:
+    """Make `module.name` (where `when(*args)`) wait, before or after it runs, until n threads call it."""
+    barrier, real = threading.Barrier(n, timeout=30), getattr(module, name)
+
+    def waiting(*args):
+        if when(*args) and not after:
+            barrier.wait()
+        result = real(*args)
+        if when(*args) and after:
+            barrier.wait()
+        return result
+
+    mp.setattr(module, name, waiting)
+
+
+def spy_on_writes(mp) -> list[str]:
+    """The paths every atomic_write_bytes call writes from now on, in order."""
+    seen, real = [], store_fs.atomic_write_bytes
+
+    def spy(fs_or_root, path, data):
+        seen.append(path)
+        return real(fs_or_root, path, data)
+
+    mp.setattr(store_fs, "atomic_write_bytes", spy)
+    return seen
+
+
+def left_proposals(path) -> list[str]:
+    fs, root = store_fs.resolve(path)
+    return [i.path for i in store_fs.list_files(fs, f"{root}/manifest.d/proposed")]
+
+
+def adding_families_at_once(path, families) -> list[str]:
+    """One writer per family, each of which reads the zoo's manifest before any of them writes (one
+    manifest.json rewritten by each would keep the last writer's families only); the paths written."""
+    from zoo.store import writer
+
+    with pytest.MonkeyPatch.context() as mp:
+        wait_together_at(mp, writer, "load_manifest", len(families), after=True)
+        writes = spy_on_writes(mp)
+        results = concurrently([lambda f=f: make_zoo(path, (f,)) for f in families])
+    assert all(isinstance(r, store.Zoo) for r in results), results
+    z = store.open_zoo(path)
+    assert set(families) <= set(z.families) and not left_proposals(path)
+    for family in families:
+        store.commit(z, [synthetic_result(family, 1)])
+    return writes
+
+
+def adding_every_family_to_a_new_zoo_at_once(path) -> None:
+    writes = adding_families_at_once(path, list(zoo.FAMILIES))
+    assert sum("/manifest.d/proposed/manifest/" in w for w in writes) == len(zoo.FAMILIES)  # each one created the zoo
+    z = store.open_zoo(path)
+    assert z.families == list(zoo.FAMILIES) and sorted(z.members().family) == sorted(zoo.FAMILIES)
+    assert store.verify(path).clean
+
+
+def conflicting_writers_at_once(path) -> None:
+    """Two zoo seeds, each proposed before either writer lists the proposals and removes its own:
+    both refuse, nothing stays; then each writer alone: the first goes on, the second is refused."""
+    from zoo.store import manifest
+
+    with pytest.MonkeyPatch.context() as mp:
+        wait_together_at(mp, manifest, "_files", 2, after=False, when=lambda fs, folder: "/proposed/" in folder)
+        wait_together_at(mp, store_fs, "remove_quietly", 2, after=False, when=lambda fs, path: "/proposed/" in path)
+        results = concurrently([lambda s=s: make_zoo(path, zoo_seed=s) for s in (0, 1)])
+    for r, (seed, other) in zip(results, ((0, 1), (1, 0))):
+        assert isinstance(r, store.ManifestMismatch) and r.rival, r
+        assert str(r).startswith(f"another writer is creating the zoo at {store_fs.resolve(path)[1]} with other")
+        assert r.differences == [f"zoo_seed: {other} in the other writer's, {seed} now"]
+    assert not left_proposals(path)
+    with pytest.raises(FileNotFoundError):
+        store.open_zoo(path)
+    assert make_zoo(path, zoo_seed=1).manifest["zoo_seed"] == 1
+    with pytest.raises(store.ManifestMismatch, match="zoo_seed: 1 in the zoo, 0 now"):
+        make_zoo(path, zoo_seed=0)
+
+
+def a_late_conflicting_writer(path) -> None:
+    """A writer that found no zoo (or no w_asym record), while another created it with other settings
+    and went on, is refused by what is stored."""
+    from zoo.store import manifest
+
+    fs, root = store_fs.resolve(path)
+    settings = dict(zoo_seed=0, recipe={"epochs": None, "batch_size": 512}, recipe_overrides={},
+                    data={"sha256": SHA, "name": "synthetic"})
+    late = manifest.build_manifest(families={"w_asym": 1}, **{**settings, "zoo_seed": 1})
+    found = manifest.load_manifest(fs, root)
+    assert found is None
+    make_zoo(path, families=("standard",))
+    with pytest.raises(store.ManifestMismatch, match="zoo_seed: 0 in the zoo, 1 now"):
+        manifest.settle(fs, root, late, found)
+    found = manifest.load_manifest(fs, root)
+    make_zoo(path, families=("w_asym",))
+    with pytest.raises(store.ManifestMismatch, match="families.w_asym.asym_seed: 0 in the zoo, 1 now"):
+        manifest.settle(fs, root, manifest.build_manifest(families={"w_asym": 1}, **settings), found)
+    assert store.open_zoo(path).manifest["families"]["w_asym"]["asym_seed"] == 0 and not left_proposals(path)
+
+
+def jittered(mp, seed: int) -> None:
+    """Random pauses (0-3 ms) before every read, listing and write of the manifest's records."""
+    from zoo.store import manifest
+
+    rng = random.Random(seed)
+    for module, name in ((manifest, "_read_json"), (manifest, "_files"), (store_fs, "atomic_write_bytes")):
+        def paused(*args, _real=getattr(module, name)):
+            time.sleep(rng.random() * 3e-3)
+            return _real(*args)
+        mp.setattr(module, name, paused)
+
+
+def racing_writers_with_other_settings(path, rounds: int) -> None:
+    """Writers of two zoo seeds and two asym seeds at once, under random pauses: each one either
+    refuses or returns a zoo whose settings are the ones stored afterwards."""
+    settings = [(zoo_seed, asym_seed) for zoo_seed in (0, 1) for asym_seed in (0, 1)] * 2
+    refused = 0
+    for r in range(rounds):
+        where = f"{path}/{r}"
+        with pytest.MonkeyPatch.context() as mp:
+            jittered(mp, r)
+            results = concurrently([lambda s=s: make_zoo(where, zoo_seed=s[0], asym_seed=s[1]) for s in settings])
+        fs, root = store_fs.resolve(where)
+        stored = store.manifest.load_manifest(fs, root)
+        for (zoo_seed, asym_seed), result in zip(settings, results):
+            if isinstance(result, store.Zoo):
+                assert (stored["zoo_seed"], stored["families"]["standard"]["asym_seed"]) == (zoo_seed, asym_seed)
+            else:
+                assert isinstance(result, store.ManifestMismatch), result
+                refused += 1
+        assert not left_proposals(where)
+    assert refused >= rounds * 6  # of 4 settings, at most one goes on
+
+
+def legacy_zoo(path) -> bytes:
+    """A zoo as made before manifest.d/: one manifest.json, families inside, and a member; its bytes."""
+    from zoo.store import manifest
+
+    store.commit(make_zoo(path, families=("standard",), replicates=2), [synthetic_result("standard", 0)])
+    fs, root = store_fs.resolve(path)
+    merged = manifest.load_manifest(fs, root)
+    fs.delete_dir_contents(f"{root}/manifest.d")
+    manifest.write_manifest(fs, root, dict(merged, resumed_with=[{"code_version": {"symzoo": "0.0"},
+                                                                  "packages": {}, "utc": "then"}]))
+    return store_fs.read_bytes(fs, f"{root}/manifest.json")
+
+
+def resuming_a_legacy_zoo(path) -> None:
+    """It opens as before; writers adding families at once add records beside its manifest.json,
+    which stays as it is; its families, provenance and replicates still count."""
+    before = legacy_zoo(path)
+    legacy = store.open_zoo(path).manifest
+    assert legacy["families"].keys() == {"standard"} and len(store.open_zoo(path).members()) == 1
+    with pytest.raises(store.ManifestMismatch, match="families.standard.asym_seed: 0 in the zoo, 1 now"):
+        make_zoo(path, asym_seed=1)
+    writes = adding_families_at_once(path, ["w_asym", "sigma_asym"])
+    fs, root = store_fs.resolve(path)
+    assert store_fs.read_bytes(fs, f"{root}/manifest.json") == before
+    assert not any("/proposed/manifest/" in w for w in writes)
+    m = store.open_zoo(path).manifest
+    assert {k: m[k] for k in ("code_version", "created_utc", "replicates")} == {
+        "code_version": legacy["code_version"], "created_utc": legacy["created_utc"], "replicates": 2}
+    assert [r["code_version"] for r in m["resumed_with"]] == [{"symzoo": "0.0"}, legacy["code_version"]]
+    assert list(m["families"]) == list(zoo.FAMILIES) and len(store.open_zoo(path).members()) == 3
+
+
+def test_writers_adding_families_at_once_lose_none(tmp_path):
+    adding_every_family_to_a_new_zoo_at_once(tmp_path / "zoo")
+
+
+def test_conflicting_writers_at_once_both_refuse(tmp_path):
+    conflicting_writers_at_once(tmp_path / "zoo")
+
+
+def test_a_late_conflicting_writer_is_refused(tmp_path):
+    a_late_conflicting_writer(tmp_path / "zoo")
+
+
+def test_racing_writers_never_go_on_under_a_record_that_does_not_stay(tmp_path):
+    racing_writers_with_other_settings(tmp_path, rounds=10)
+
+
+def test_a_zoo_made_before_manifest_records_opens_and_resumes(tmp_path):
+    resuming_a_legacy_zoo(tmp_path / "zoo")
 
 
 def test_resumes_with_other_code_versions_are_recorded(tmp_path, monkeypatch):

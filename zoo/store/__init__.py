@@ -1,6 +1,7 @@
 """The weight store: a zoo is a folder (or a pyarrow.fs URI: file://, s3://, gs://) holding
 
-    manifest.json                              seeds, families and layouts, recipe, data, versions
+    manifest.json                              zoo seed, recipe, data, schema version
+    manifest.d/                                one record per family (asym seed, layout) and per writer (versions)
     members/family=<f>/pack-<hash>.parquet     one row per member: config, metrics, weights
     checkpoints/family=<f>/pack-<hash>.parquet one row per (member, epoch), when recorded
     _quarantine/...                            files `verify` moved aside

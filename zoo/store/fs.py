@@ -8,7 +8,7 @@ is a server-side copy whose result appears whole; there is nothing to fsync.
 """
 from __future__ import annotations
 
-import fcntl
+import errno
 import hashlib
 import os
 import posixpath
@@ -24,7 +24,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 TEMP_SUFFIX = ".tmp"
-LOCK = ".manifest.lock"  # hidden: readers and verify leave it alone
 
 
 def resolve(path) -> tuple[pafs.FileSystem, str]:
@@ -89,21 +88,6 @@ def visible_parquet(fs: pafs.FileSystem, folder: str) -> list[str]:
     """The .parquet files under `folder` that readers see, in path order."""
     return [i.path for i in list_files(fs, folder)
             if i.path.endswith(".parquet") and not is_hidden(posixpath.relpath(i.path, folder))]
-
-
-@contextmanager
-def manifest_lock(fs: pafs.FileSystem, root: str):
-    """Serialise a manifest's read-check-write between processes and threads: an exclusive flock
-    on `<root>/.manifest.lock` on a local filesystem (NFS too, where it supports locks). Object
-    stores have no lock: two writers adding different families to one zoo there at the same
-    instant can still lose one addition, which rerunning that writer's command restores."""
-    if not is_local(fs):
-        yield
-        return
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, LOCK), "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when f closes
-        yield
 
 
 def _fsync(path: str) -> None:
@@ -172,9 +156,21 @@ def remove_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass
 
 
+_VANISHED = re.compile(r"AWS Error (RESOURCE_NOT_FOUND|NO_SUCH_KEY) during GetObject")
+
+
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as stream:
-        return stream.read()
+    """The file's bytes; FileNotFoundError also for a file deleted while it is opened, which on S3
+    pyarrow reports as an OSError (its HEAD found the object, its GET did not)."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if _VANISHED.search(str(e)):
+            raise FileNotFoundError(errno.ENOENT, f"deleted while read ({e})", path) from e
+        raise
 
 
 @contextmanager

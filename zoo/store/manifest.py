@@ -1,12 +1,39 @@
-"""manifest.json: what a zoo is (seeds, families, recipe, data, schema) and what made it.
+"""A zoo's manifest: what the zoo is (seeds, families, recipe, data, schema) and what made it.
 
-`init_zoo` is the only writer. A zoo is created once and then resumed: resuming with a different
-zoo seed, recipe, data copy, schema version or asym seed is refused, because the members already
-committed would no longer be comparable to the new ones; so is code that builds other fixed
-pieces (W-Asym masks and values, FiGLU's F) from the same asym seed (`fixed_sha256`). Resuming
-with other code or package versions is allowed, and recorded: `code_version` / `packages` are
-the creator's, and every resume whose versions differ from the latest recorded ones appends
-them to `resumed_with`.
+A zoo is created once and then resumed: resuming with a different zoo seed, recipe, data copy,
+schema version or asym seed is refused, because the members already committed would no longer be
+comparable to the new ones; so is code that builds other fixed pieces (W-Asym masks and values,
+FiGLU's F) from the same asym seed (`fixed_sha256`). Resuming with other code or package versions
+is allowed, and recorded.
+
+The manifest is a few small records, each written once and never changed (`symzoo store upgrade`
+of an older zoo and --new-zoo aside), so writers need no lock:
+
+    manifest.json                       the zoo-wide record: schema version, zoo seed, recipe, data
+    manifest.d/family=<f>.json          one family's record: asym seed, options, fixed_sha256, P, layout
+    manifest.d/writer-<utc>-<id>.json   one writer's code and package versions and replicates
+    manifest.d/proposed/<name>/<id>.json   a proposal for manifest.json or family=<f>.json (transient)
+
+`load_manifest` merges them into the one dict a single manifest.json used to be: `code_version`,
+`packages` and `created_utc` are the first writer's, `resumed_with` lists later writers whose
+versions differ from the latest recorded ones, `replicates` is the most any writer planned. A zoo
+made before this layout keeps its manifest.json (families inside) as it is: resuming it adds
+manifest.d/ records only, so no reader ever sees it without its families.
+
+Why no writer trains under a record that does not stay. A record is a pure function of its
+settings: writers with equal settings write equal records, and writers adding different families
+write different files. A missing record is created in four steps: (1) write a proposal under a
+name of one's own, (2) list the record's proposals, (3) read the record, (4) refuse if (2) showed
+a proposal with other settings or (3) a record with other settings, else write the record unless
+(3) found it, and go on; the proposal is removed after (4) either way. Of two writers X and Y
+with other settings, say Y's proposal appeared after X's; Y's listing comes later still, so it
+shows X's proposal unless X had removed it, which X does only after its step (4): X refused, or
+the record with X's settings exists and Y's read (3) finds it. So if X goes on, Y refuses, and
+the record that stays is the one X checked. This needs only read-after-write and list
+consistency, which local disks and S3 have (an NFS client may cache listings for seconds).
+Writers that overlap exactly may both refuse; a rerun settles it. A writer killed between (1) and
+(4) leaves its proposal behind: writers that agree with it ignore it, others are refused, naming
+it, until someone deletes it.
 """
 from __future__ import annotations
 
@@ -15,7 +42,10 @@ import importlib.metadata
 import json
 import posixpath
 import subprocess
+import uuid
 from pathlib import Path
+
+import pyarrow.fs as pafs
 
 from ..layout import layout
 from ..families import FAMILIES, build, check_family, fixed_digest
@@ -24,20 +54,30 @@ from . import fs as store_fs
 from .schema import READABLE_VERSIONS, SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
+RECORDS = "manifest.d"
+PROPOSED = posixpath.join(RECORDS, "proposed")
+ZOO_KEYS = ("schema_version", "zoo_seed", "recipe", "recipe_overrides", "data", "claim")  # manifest.json's
+VERSIONS = ("code_version", "packages")
 PACKAGES = ("torch", "numpy", "pyarrow", "pandas", "scipy", "scikit-learn", "matplotlib")
 CLAIM = ("ResNet-8 members trained on CIFAR-10 with the paper's Table 8 hyperparameters; the input of "
          "the metanetwork (Sec. 5.3) and linear-interpolation (Sec. 5.4) studies")
 
 
 class ManifestMismatch(ValueError):
-    """An existing zoo was made with other settings; `differences` lists them, one line each."""
+    """An existing zoo was made with other settings, or another writer is creating it with other
+    settings (`rival`: that writer's proposal); `differences` lists them, one line each."""
 
-    def __init__(self, path: str, differences: list[str]):
-        self.differences = differences
-        super().__init__(
-            f"the zoo at {path} was made with other settings:\n  " + "\n  ".join(differences)
-            + "\nNothing was changed. Rerun with the zoo's settings to resume it, choose a different path "
-            "for a new zoo, or pass --new-zoo to restart this path (allowed only while it holds no members).")
+    def __init__(self, path: str, differences: list[str], rival: str | None = None):
+        self.differences, self.rival = differences, rival
+        if rival is None:
+            head = f"the zoo at {path} was made with other settings"
+            tail = ("Nothing was changed. Rerun with the zoo's settings to resume it, choose a different path for a "
+                    "new zoo, or pass --new-zoo to restart this path (allowed only while it holds no members).")
+        else:
+            head = (f"another writer is creating the zoo at {path} with other settings right now (or was killed "
+                    f"doing so: if none is running, delete {rival})")
+            tail = "Nothing was trained. Rerun once the other writer has started, to resume with its settings."
+        super().__init__(head + ":\n  " + "\n  ".join(differences) + "\n" + tail)
 
 
 def _json(name: str, value):
@@ -104,6 +144,7 @@ def package_versions() -> dict:
 
 
 def build_manifest(*, zoo_seed, families, recipe, recipe_overrides, data, layouts=None, replicates: int = 1) -> dict:
+    """The merged manifest a new zoo with these settings has (what `load_manifest` returns)."""
     _check_args(zoo_seed, families, recipe, recipe_overrides, data)
     layouts = layouts or {}
     unknown = sorted(set(layouts) - set(families))
@@ -124,19 +165,12 @@ def build_manifest(*, zoo_seed, families, recipe, recipe_overrides, data, layout
     }
 
 
-def provenance_update(old: dict, new: dict) -> dict | None:
-    """`old` with the versions of `new` appended to `resumed_with`, when they differ from the latest
-    recorded ones (the creator's or the last resume's); None when nothing changed."""
-    history = old.get("resumed_with", [])
-    latest = history[-1] if history else old
-    versions = {k: new[k] for k in ("code_version", "packages")}
-    if all(latest.get(k) == v for k, v in versions.items()):
-        return None
-    return dict(old, resumed_with=[*history, {**versions, "utc": new["created_utc"]}])
+def _lines(pairs, held: str) -> list[str]:
+    return [f"{name}: {a!r} {held}, {b!r} now" for name, a, b in pairs if a != b]
 
 
-def differences(old: dict, new: dict) -> list[str]:
-    """The settings that must agree for `new` to resume the zoo of `old`, where they do not."""
+def zoo_differences(old: dict, new: dict, held: str = "in the zoo") -> list[str]:
+    """The zoo-wide settings that must agree for `new` to resume the zoo of `old`, where they do not."""
     pairs = [("schema_version", old.get("schema_version"), new["schema_version"]),
              ("zoo_seed", old.get("zoo_seed"), new["zoo_seed"]),
              ("data.sha256", old.get("data", {}).get("sha256"), new["data"]["sha256"])]
@@ -145,19 +179,32 @@ def differences(old: dict, new: dict) -> list[str]:
     old_recipe = {**predates, **old.get("recipe", {})}
     pairs += [(f"recipe.{k}", old_recipe.get(k, "<absent>"), new_recipe.get(k, "<absent>"))
               for k in sorted(set(old_recipe) | set(new_recipe))]
-    for family in [f for f in new["families"] if f in old.get("families", {})]:
-        was, now = old["families"][family], new["families"][family]
-        pairs += [(f"families.{family}.{k}", was.get(k), now[k]) for k in ("asym_seed", "n_params")]
-        if "fixed_sha256" in was:  # zoos made before it was recorded resume without the check
-            pairs.append((f"families.{family}.fixed_sha256", was["fixed_sha256"], now["fixed_sha256"]))
-        if was.get("layout") != now["layout"]:
-            pairs.append((f"families.{family}.layout", "tensor names/shapes/offsets", "different ones"))
-    return [f"{name}: {a!r} in the zoo, {b!r} now" for name, a, b in pairs if a != b]
+    return _lines(pairs, held)
 
 
-def load_manifest(fs, root: str) -> dict | None:
-    """The manifest as stored, whatever its version; None when the zoo has none yet."""
-    path = posixpath.join(root, MANIFEST)
+def family_differences(family: str, was: dict, now: dict, held: str = "in the zoo") -> list[str]:
+    """What must agree between a family's stored record `was` and `now`, where it does not."""
+    pairs = [(f"families.{family}.{k}", was.get(k), now[k]) for k in ("asym_seed", "n_params")]
+    if "fixed_sha256" in was:  # zoos made before it was recorded resume without the check
+        pairs.append((f"families.{family}.fixed_sha256", was["fixed_sha256"], now["fixed_sha256"]))
+    if was.get("layout") != now["layout"]:
+        pairs.append((f"families.{family}.layout", "tensor names/shapes/offsets", "different ones"))
+    return _lines(pairs, held)
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """Every setting that must agree for `new` to resume the zoo of `old` (merged manifests), where it does not."""
+    shared = [f for f in new["families"] if f in old.get("families", {})]
+    return zoo_differences(old, new) + [line for f in shared
+                                        for line in family_differences(f, old["families"][f], new["families"][f])]
+
+
+def _dumps(record: dict) -> bytes:
+    return json.dumps(record, indent=2, sort_keys=True).encode()
+
+
+def _read_json(fs, path: str) -> dict | None:
+    """The JSON file at `path`; None when there is none."""
     try:
         text = store_fs.read_bytes(fs, path)
     except FileNotFoundError:
@@ -166,6 +213,60 @@ def load_manifest(fs, root: str) -> dict | None:
         return json.loads(text)
     except ValueError as e:
         raise ValueError(f"{path}: unreadable JSON ({e})") from None
+
+
+def _files(fs, folder: str) -> list[str]:
+    """The visible files directly in `folder`, in name order; [] if it does not exist."""
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and not store_fs.is_hidden(i.base_name))
+
+
+def load_record(fs, root: str) -> dict | None:
+    """manifest.json as stored: the zoo-wide record (with the families too, in a zoo made before
+    manifest.d/); None when the zoo has none yet."""
+    return _read_json(fs, posixpath.join(root, MANIFEST))
+
+
+def _history(record: dict, writers: list[dict]) -> list[dict]:
+    """Every recorded writer's {code_version, packages, utc}, the creator first."""
+    first = [{**{k: record[k] for k in VERSIONS}, "utc": record.get("created_utc")}] if "code_version" in record else []
+    return first + record.get("resumed_with", []) + [{k: w.get(k) for k in (*VERSIONS, "utc")} for w in writers]
+
+
+def _merge(record: dict, families: dict, writers: list[dict]) -> dict:
+    """The one dict readers get: manifest.json with the families and writers of manifest.d/ folded in."""
+    merged = dict(record, families={**record.get("families", {}), **families})
+    merged["replicates"] = max([record.get("replicates", 1)] + [w.get("replicates", 1) for w in writers])
+    history = _history(record, writers)
+    if not history:
+        return merged  # no writer recorded yet (its first one was killed before it could)
+    merged.update({k: history[0][k] for k in VERSIONS}, created_utc=history[0]["utc"])
+    resumed = []
+    for entry in history[1:]:
+        if any(entry[k] != (resumed[-1] if resumed else history[0])[k] for k in VERSIONS):
+            resumed.append(entry)
+    merged.pop("resumed_with", None)
+    return dict(merged, resumed_with=resumed) if resumed else merged
+
+
+def _family_order(family: str):
+    return (list(FAMILIES).index(family) if family in FAMILIES else len(FAMILIES), family)
+
+
+def load_manifest(fs, root: str) -> dict | None:
+    """The zoo's manifest, merged from its records, whatever its version; None when it has none yet."""
+    record = load_record(fs, root)
+    if record is None:
+        return None
+    families, writers = {}, []
+    for path in _files(fs, posixpath.join(root, RECORDS)):
+        name = posixpath.basename(path)
+        if name.startswith("family=") and name.endswith(".json"):
+            families[name.removeprefix("family=").removesuffix(".json")] = _read_json(fs, path)
+        elif name.startswith("writer-") and name.endswith(".json"):
+            writers.append(_read_json(fs, path))
+    families = {f: families[f] for f in sorted(families, key=_family_order) if families[f] is not None}
+    return _merge(record, families, [w for w in writers if w is not None])
 
 
 def read_manifest(fs, root: str) -> dict:
@@ -188,6 +289,73 @@ def upgrade_needed(root: str, manifest: dict) -> str | None:
     return None
 
 
-def write_manifest(fs, root: str, manifest: dict) -> None:
-    data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    store_fs.atomic_write_bytes(fs, posixpath.join(root, MANIFEST), data)
+def write_manifest(fs, root: str, record: dict) -> None:
+    """Replace manifest.json: for `symzoo store upgrade` of a zoo made before manifest.d/, which no
+    generate adds to meanwhile (it refuses older schema versions)."""
+    store_fs.atomic_write_bytes(fs, posixpath.join(root, MANIFEST), _dumps(record))
+
+
+def remove_manifest(fs, root: str) -> None:
+    """Delete every record, the families first (--new-zoo, on a path without members)."""
+    fs.delete_dir_contents(posixpath.join(root, RECORDS), missing_dir_ok=True)
+    store_fs.remove_quietly(fs, posixpath.join(root, MANIFEST))
+
+
+def _settle(fs, root: str, name: str, record: dict, compare) -> None:
+    """Make `record` the one at `name` (relative to root), or raise ManifestMismatch if the stored
+    one, or a concurrent writer's proposal, has other settings (`compare(stored, held) -> lines`)."""
+    stored = _read_json(fs, posixpath.join(root, name))
+    if stored is None:
+        stored = _propose(fs, root, name, record, compare)
+    if compare(stored, "in the zoo"):
+        raise ManifestMismatch(root, compare(stored, "in the zoo"))
+
+
+def _propose(fs, root: str, name: str, record: dict, compare) -> dict:
+    """Steps (1)-(4) of the module doc; returns the record that stays."""
+    folder = posixpath.join(root, PROPOSED, posixpath.basename(name).removesuffix(".json"))
+    mine = store_fs.atomic_write_bytes(fs, posixpath.join(folder, f"{uuid.uuid4().hex}.json"), _dumps(record))
+    try:
+        proposals = {p: _read_json(fs, p) for p in _files(fs, folder) if p != mine}
+        rivals = {p: compare(r, "in the other writer's") for p, r in proposals.items() if r is not None}
+        rivals = {p: lines for p, lines in rivals.items() if lines}  # a proposal gone meanwhile: its writer is done
+        stored = _read_json(fs, posixpath.join(root, name))  # after the listing: see the module doc
+        if stored is None and rivals:
+            path, lines = next(iter(rivals.items()))
+            raise ManifestMismatch(root, lines, rival=path)
+        if stored is None:
+            store_fs.atomic_write_bytes(fs, posixpath.join(root, name), _dumps(record))
+        return record if stored is None else stored
+    finally:
+        store_fs.remove_quietly(fs, mine)
+
+
+def _is_news(old: dict | None, new: dict) -> bool:
+    """Whether this writer must be recorded: it creates the zoo, plans more replicates, or runs other
+    versions than the latest recorded ones."""
+    if old is None:
+        return True
+    latest = (old.get("resumed_with") or [old])[-1]
+    return any(latest.get(k) != new[k] for k in VERSIONS) or new["replicates"] > old.get("replicates", 1)
+
+
+def _record_writer(fs, root: str, new: dict) -> None:
+    """Append-only: a name of its own, sorted by time."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    record = {**{k: new[k] for k in VERSIONS}, "utc": new["created_utc"], "replicates": new["replicates"]}
+    store_fs.atomic_write_bytes(fs, posixpath.join(root, RECORDS, f"writer-{stamp}-{uuid.uuid4().hex[:12]}.json"),
+                                _dumps(record))
+
+
+def settle(fs, root: str, new: dict, old: dict | None) -> None:
+    """Create the records that `old` (the zoo's merged manifest, None for a new zoo) lacks for the
+    settings of `new` (build_manifest), or raise ManifestMismatch; then record this writer if it is news."""
+    if old is None:
+        _settle(fs, root, MANIFEST, {k: new[k] for k in ZOO_KEYS},
+                lambda stored, held: zoo_differences(stored, new, held))
+    for family, entry in new["families"].items():
+        if family not in (old or {}).get("families", {}):
+            _settle(fs, root, posixpath.join(RECORDS, f"family={family}.json"), entry,
+                    lambda stored, held, f=family, e=entry: family_differences(f, stored, e, held))
+    if _is_news(old, new):
+        _record_writer(fs, root, new)

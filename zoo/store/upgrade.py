@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import fs as store_fs
-from .manifest import load_manifest, write_manifest
+from .manifest import load_record, write_manifest
 from .reader import READ_ERRORS, TABLES, Zoo, open_parquet, open_zoo
 from .schema import PARAMS, SCHEMA_VERSION, check_table, file_version, params_array, params_matrix, schema_problems
 from .writer import write_options
@@ -122,13 +122,14 @@ def _upgrade_file(zoo: Zoo, report: UpgradeReport, path: str, family: str, table
 
 
 def _mark_upgraded(zoo: Zoo) -> int:
-    """Record version 2 in the manifest (under its lock); returns the version it now says."""
-    with store_fs.manifest_lock(zoo.fs, zoo.root):
-        manifest = load_manifest(zoo.fs, zoo.root)
-        if manifest["schema_version"] != SCHEMA_VERSION:
-            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            upgraded = {"from": manifest["schema_version"], "utc": stamp}
-            write_manifest(zoo.fs, zoo.root, dict(manifest, schema_version=SCHEMA_VERSION, upgraded=upgraded))
+    """Record version 2 in manifest.json; returns the version it now says. Only zoos made before
+    manifest.d/ are older than v2, and generate refuses to add to them, so no other writer changes
+    the file meanwhile (another upgrade writes the same)."""
+    record = load_record(zoo.fs, zoo.root)
+    if record["schema_version"] != SCHEMA_VERSION:
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        upgraded = {"from": record["schema_version"], "utc": stamp}
+        write_manifest(zoo.fs, zoo.root, dict(record, schema_version=SCHEMA_VERSION, upgraded=upgraded))
     return SCHEMA_VERSION
 
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from ..records import METRICS, MemberResult
 from . import fs as store_fs
-from .manifest import (ManifestMismatch, build_manifest, differences, load_manifest, provenance_update,
-                       upgrade_needed, write_manifest)
+from .manifest import (ManifestMismatch, build_manifest, differences, load_manifest, remove_manifest, settle,
+                       upgrade_needed)
 from .reader import Zoo, open_zoo
 from .schema import N_PARAMS_KEY, PARAMS, ROW_GROUP_ROWS, check_table, params_array
 
@@ -53,34 +53,28 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
     Resuming requires the same schema version, zoo seed, recipe, data sha256, and asym seeds and
     layouts for the families already present (else ManifestMismatch, listing every difference;
     nothing is written). New families are added to the manifest. `layouts` (zoo.Layout.to_json()
-    per family) defaults to the layout of zoo.build(family, asym_seed). new_zoo=True writes a
-    fresh manifest over an old one, but only while the path holds no committed member or
-    checkpoint file: it never deletes results (choose another path for that). `replicates` (k of
-    zoo.generate) is recorded; a resume with a larger k records that one (LMC looks for up to k).
+    per family) defaults to the layout of zoo.build(family, asym_seed). new_zoo=True deletes the old
+    manifest and writes a fresh one, but only while the path holds no committed member or
+    checkpoint file: it never deletes results (choose another path for that), and no other writer
+    may use the path meanwhile. `replicates` (k of zoo.generate) is recorded; a resume with a
+    larger k records that one (LMC looks for up to k). Writers need no lock (zoo.store.manifest).
     """
     fs, root = (filesystem, os.fspath(path)) if filesystem is not None else store_fs.resolve(path)
     new = build_manifest(zoo_seed=zoo_seed, families=families, recipe=recipe, recipe_overrides=recipe_overrides,
                          data=data, layouts=layouts, replicates=replicates)
-    with store_fs.manifest_lock(fs, root):  # concurrent writers adding families: none is lost
-        old = load_manifest(fs, root)
-        hint = upgrade_needed(root, old) if old is not None and not new_zoo else None
-        if hint:
-            raise ValueError(hint)
-        committed = _populated(fs, root) if new_zoo else 0
+    if new_zoo:
+        committed = _populated(fs, root)
         if committed:
             raise ValueError(f"new_zoo: {root} already holds {committed} committed files; refusing to start a "
                              "new zoo over them (nothing was changed): choose a different path")
-        if old is None or new_zoo:
-            write_manifest(fs, root, new)
-        elif differences(old, new):
-            raise ManifestMismatch(root, differences(old, new))
-        else:
-            added = {f: e for f, e in new["families"].items() if f not in old["families"]}
-            updated = provenance_update(old, new) or old
-            more = replicates > old.get("replicates", 1)  # zoos made before replicates existed have 1
-            if added or more or updated is not old:
-                write_manifest(fs, root, dict(updated, families={**old["families"], **added},
-                                              replicates=max(replicates, old.get("replicates", 1))))
+        remove_manifest(fs, root)
+    old = load_manifest(fs, root)
+    hint = upgrade_needed(root, old) if old is not None else None
+    if hint:
+        raise ValueError(hint)
+    if old is not None and differences(old, new):
+        raise ManifestMismatch(root, differences(old, new))
+    settle(fs, root, new, old)
     return open_zoo(path, filesystem=filesystem)
 
 
