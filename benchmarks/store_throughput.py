@@ -102,10 +102,16 @@ def _status_kb(key: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
 
 
-def read_once(kind: str, folder: str, family: str, workers: int | None) -> tuple[float, int, int, float]:
-    """In a fresh process: (seconds, RSS before, peak RSS during, checksum) of one read."""
+def read_once(kind: str, folder: str, family: str, workers: int | None, prefault: int) -> tuple[float, int, int, float]:
+    """In a fresh process: (seconds, RSS before, peak RSS during, checksum) of one read. With
+    `prefault` bytes, the process first touches and frees that much memory, so the read finds
+    memory the kernel already backs (see `main`'s --prefault)."""
     torch.set_num_threads(1)
     z = store.open_zoo(Path(folder) / "zoo")
+    if prefault:
+        scratch = np.empty(prefault // 4, np.float32)
+        scratch.fill(0)
+        del scratch
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak RSS (VmHWM) to the current RSS: imports do not count
     before = _status_kb("VmRSS") * 1024
@@ -127,14 +133,14 @@ def read_once(kind: str, folder: str, family: str, workers: int | None) -> tuple
     return seconds, before, _status_kb("VmHWM") * 1024, total
 
 
-def measure(pool_ctx, args, folder: Path, cold: bool) -> dict[str, list[tuple]]:
+def measure(pool_ctx, args, folder: Path, cold: bool, prefault: int = 0) -> dict[str, list[tuple]]:
     runs = {kind: [] for kind in READERS}
     for _ in range(args.repeats):
         for kind in runs:  # alternating, so drift in machine load hits every reader alike
             if cold:
                 drop_cache(folder)
             with pool_ctx.Pool(1) as pool:
-                runs[kind].append(pool.apply(read_once, (kind, str(folder), args.family, args.workers)))
+                runs[kind].append(pool.apply(read_once, (kind, str(folder), args.family, args.workers, prefault)))
     return runs
 
 
@@ -164,6 +170,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="threads of Zoo.weights (default: all cores)")
     p.add_argument("--dir", default=None, help="parent folder for the zoo and the .npy (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    p.add_argument("--prefault", action="store_true",
+                   help="also time warm reads in processes that first touch and free one array's worth of memory: "
+                        "in a VM that hands freed memory back to its host, a fresh process's first touch of new "
+                        "memory can cost more than the read itself, and how much varies with timing")
     args = p.parse_args()
     if args.members < 1 or args.pack < 1 or args.repeats < 1:
         raise SystemExit("--members, --pack and --repeats must be >= 1")
@@ -194,6 +204,9 @@ def run(args, folder: Path) -> None:
     batch_bytes = min(BATCH, args.members) * n_params * 4
     report(measure(ctx, args, folder, cold=False), nbytes, batch_bytes, "warm page cache")
     report(measure(ctx, args, folder, cold=True), nbytes, batch_bytes, "cold (page cache dropped before each read)")
+    if args.prefault:
+        report(measure(ctx, args, folder, cold=False, prefault=nbytes), nbytes, batch_bytes,
+               "warm page cache, memory pre-faulted (each process first touches and frees one array's worth)")
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ class Inspection(NamedTuple):
 
 def open_parquet(fs, path: str) -> pq.ParquetFile:
     """Plain reads, not memory maps: as fast here, and a read's memory then shows in its RSS.
-    Page checksums are always verified: a flipped bit must fail loudly, not return weights."""
-    return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=True)
+    Page checksums are always verified: a flipped bit must fail loudly, not return weights.
+    Reads are coalesced and issued ahead (pre_buffer) only where a request has latency (object
+    stores); on a local disk that only adds a copy through pyarrow's I/O threads."""
+    return pq.ParquetFile(fs.open_input_file(path), page_checksum_verification=True,
+                          pre_buffer=not store_fs.is_local(fs))
 
 
 def _foreign(zoo: "Zoo", table: pa.Table, family: str) -> str | None:
@@ -137,15 +140,21 @@ def _check_status(status) -> None:
         raise ValueError(f"status={status!r}: must be one of {STATUSES}")
 
 
-def _locations(file: int, seen: Inspection | None) -> pd.DataFrame:
-    """member_id, index, status and (file, row group, row within it) of every row of one file."""
-    if seen is None:
-        return pd.DataFrame({c: [] for c in ("member_id", "index", "status", "file", "group", "row")})
-    starts = np.cumsum((0,) + seen.row_group_rows)
-    rows = np.arange(seen.table.num_rows)
-    group = np.searchsorted(starts, rows, side="right") - 1
-    df = seen.table.select(["member_id", "index", "status"]).to_pandas()
-    return df.assign(file=file, group=group, row=rows - starts[group])
+def _locations(found: list[Inspection]) -> pd.DataFrame:
+    """member_id, index, status and (file, row group, row within it) of every row of the files,
+    built as one frame (a frame per file costs more than reading the columns)."""
+    names = ("member_id", "index", "status")
+    if not found:
+        return pd.DataFrame({c: [] for c in (*names, "file", "group", "row")})
+    columns = {c: pa.chunked_array([seen.table.column(c) for seen in found]).to_numpy() for c in names}
+    files, groups, rows = [], [], []
+    for k, seen in enumerate(found):
+        sizes = np.asarray(seen.row_group_rows, dtype=np.int64)
+        files.append(np.full(int(sizes.sum()), k, dtype=np.int64))
+        groups.append(np.repeat(np.arange(len(sizes)), sizes))
+        rows.append(np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes))
+    return pd.DataFrame({**columns, "file": np.concatenate(files), "group": np.concatenate(groups),
+                         "row": np.concatenate(rows)})
 
 
 def _frame(table: pa.Table, n_params: int) -> pd.DataFrame:
@@ -265,13 +274,15 @@ class Zoo:
         _check_status(status)
         valid = self._valid_tables(family, "members", ["member_id", "index", "status"])
         paths = [path for path, _ in valid]
-        table = pd.concat([_locations(k, seen) for k, (_, seen) in enumerate(valid)] or [_locations(0, None)],
-                          ignore_index=True).drop_duplicates("member_id", keep="first")
+        table = _locations([seen for _, seen in valid]).drop_duplicates("member_id", keep="first")
         table = table[table["status"] == status] if status is not None else table
         table = table.sort_values(["index", "member_id"], kind="stable").reset_index(drop=True)
         table["dst"], table["path"] = np.arange(len(table)), np.array(paths, dtype=object)[table["file"]]
-        pieces = [_Piece(paths[k], int(g), grp["row"].to_numpy(np.int64), grp["dst"].to_numpy(np.int64))
-                  for (k, g), grp in table.groupby(["file", "group"], sort=False)]
+        file, group, row = (table[c].to_numpy(np.int64) for c in ("file", "group", "row"))
+        order = np.lexsort((table["dst"].to_numpy(), group, file))  # by row group, then output row
+        cuts = np.flatnonzero(np.diff(file[order]) | np.diff(group[order])) + 1
+        pieces = [_Piece(paths[file[at[0]]], int(group[at[0]]), row[at], at)  # a row group's dst rows are `at`
+                  for at in np.split(order, cuts) if len(at)]
         return sorted(pieces, key=lambda piece: int(piece.dst[0])), table[["member_id", "path"]]
 
     def _read_group(self, piece: _Piece, column: str, n_params: int) -> tuple[np.ndarray | None, str | None]:
