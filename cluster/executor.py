@@ -39,6 +39,7 @@ TOKEN_HINT = ("the cluster's auth token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_P
 # a worker process or a whole node died under the task: the same job on another worker can succeed
 DEATHS = (rex.WorkerCrashedError, rex.NodeDiedError, rex.LocalRayletDiedError, rex.ObjectLostError,
           rex.OutOfMemoryError)
+MAX_RETRIES = 3  # resubmissions of a job whose worker or node died, or that failed on transient I/O
 IN_FLIGHT_PER_SLOT = 4  # jobs queued per GPU (or CPU): a slot that frees finds its next job already at its node
 IN_FLIGHT_MIN = 256  # an autoscaler sizes the cluster to the queued demand: a bound of 4 x the slots at start would starve it
 
@@ -159,7 +160,7 @@ def first_line(e: BaseException) -> str:
 class RayExecutor:
     """Jobs as Ray tasks: one GPU per job where the cluster has GPUs, else one CPU per job."""
 
-    def __init__(self, address: str | None, *, max_retries: int = 3, max_in_flight: int | None = None,
+    def __init__(self, address: str | None, *, max_retries: int = MAX_RETRIES, max_in_flight: int | None = None,
                  job_fn=run_job):
         """`max_in_flight`: jobs submitted to Ray at once, >= 1; None = `in_flight_bound` of the
         cluster's slots. `job_fn(work, job, data, device) -> summary` is what each task runs:

@@ -101,10 +101,12 @@ def test_packed_curves_equal_one_point_at_a_time(family):
     gen = torch.Generator().manual_seed(5)
     x, y = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.randint(0, 10, (24,), generator=gen)
     args = (theta0, theta_t, torch.tensor([0.0, 0.15]), torch.tensor(mli.alpha_grid(5)), x, y)
-    packed = mli.curve_losses(net, *args, points=4, batch=10)  # 4 rows: a pass straddles both members
+    packed = mli.curve_losses(net, *args, points=4, batch=10)  # per member: a pass of 4 alphas, then one of 1
     single = mli.curve_losses(net, *args, points=1, batch=10)
     assert packed.shape == (2, 5) and torch.isfinite(packed).all()
     torch.testing.assert_close(packed, single, rtol=1e-5, atol=1e-5)
+    alone = mli.curve_losses(net, theta0[1:], theta_t[1:], torch.tensor([0.15]), *args[3:], points=4, batch=10)
+    assert torch.equal(alone[0], packed[1])  # bit for bit: a curve does not depend on who shares its task
     assert all(torch.equal(v, buffers[k]) for k, v in net.named_buffers())  # fixed entries and F untouched
 
 
@@ -135,6 +137,19 @@ def test_per_alpha_curves_packed_equal_one_point_at_a_time_and_differ_from_clean
     flat = mli.interpolate(theta0, theta_t, torch.tensor(mli.alpha_grid(5)), torch.tensor([7]))[0]  # member 1, alpha 2
     assert single[1, 2].item() == pytest.approx(mli.single_loss(net, flat, views.view(x, 1, 2), y, 0.15, batch=10))
     assert not torch.allclose(single, mli.curve_losses(net, *args, points=1, batch=10), rtol=1e-3, atol=0)
+
+
+def test_evaluator_refuses_a_network_whose_fixed_pieces_are_not_the_zoos():
+    from zoo.families import fixed_digest
+
+    net = zoo.build("w_asym", asym_seed=3)
+    theta0, theta_t = (t[None].numpy() for t in member_pair(net, 0))
+    rows = pd.DataFrame({"member_id": ["m0"], "family": ["w_asym"], "index": [0], "label_smoothing": [0.0]})
+    x, y = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    evaluate = mli.Evaluator(x, y, mli.resolved(mli.MliConfig(zoo="z", alphas=3, device="cpu")))
+    assert evaluate(mli.Task("w_asym", 3, rows, theta0, theta_t, fixed_digest(net))).shape == (1, 3)
+    with pytest.raises(ValueError, match=r"family='w_asym': this worker builds .* but the zoo's are 000000000000\.\.\."):
+        evaluate(mli.Task("w_asym", 3, rows, theta0, theta_t, "0" * 64))
 
 
 def test_config_refuses_unknown_keys_and_bad_values():

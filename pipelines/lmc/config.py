@@ -29,7 +29,7 @@ class LmcConfig(StudyConfig):
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     workers: int | None = None  # CPU processes, >= 1; None = os.cpu_count(); CUDA uses one
     batch: int = 500  # images per forward pass, >= 1
-    points: int | None = None  # (pair, alpha) rows per forward, >= 1; None = 1 on CPU, 64 on CUDA
+    points: int | None = None  # alphas of one pair per forward (at most all of them), >= 1; None = 1 on CPU, 64 on CUDA
     chunk: int = 16  # pairs per task and per curve file (the unit of resume), >= 1
 
     def __post_init__(self):

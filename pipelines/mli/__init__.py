@@ -37,16 +37,21 @@ two-sided Student t-test against standard (scipy.stats.ttest_ind) per metric, "%
 being tested as a 0/1 indicator.
 
 Speed. A (member, alpha) point is one row of a [rows, P] matrix. On CUDA (device "auto" picks it
-when there is one), `points` rows run as one packed forward pass (vmap over stacked parameters).
+when there is one), `points` consecutive alphas of one member run as one packed forward pass (vmap
+over stacked parameters), never rows of two members: fewer rows when `points` exceeds `alphas`.
 On CPU a packed forward is slower than separate ones (benchmarks/mli_speed.py), so each of
 `workers` processes evaluates its chunk of members one point at a time.
 
 Where (`executor`). local (default): this process, or its pool of `workers` CPU processes. ray:
 each task a Ray task on an embedded Ray or a cluster (`address`), one CPU and `gpus_per_task` of a
 GPU each (cluster/mli.py); the driver sends a task's weights with it, so the workers need neither
-the zoo nor `out`, and it writes each task's curves as they arrive. Both run the same Evaluator on
-tasks cut alike on CUDA (`chunk` members: packing moves a forward's result): the curves are equal,
-bit for bit, on the same device (tests/test_mli_ray.py checks it on CPU).
+the zoo nor `out`, and it writes each task's curves as they arrive; each worker checks the networks
+it builds against the zoo's fixed_sha256. Both run the same Evaluator, and a member's curve is a
+function of the member and the settings, not of where tasks are cut (a forward holds only that
+member's rows, in shapes the settings fix): equal bit for bit, on the same device, whatever the
+executor, its slots, or what a resumed run found stored (tests/test_mli_ray.py, on CPU with and
+without packing; on CUDA untested, and to be expected only on the same GPU model and library
+versions).
 
 Where things go: `out` (default `<zoo>/mli`) holds
     family=<f>/part-<first member id>.parquet   curves, one file per evaluated chunk of members
@@ -61,7 +66,7 @@ evaluate (images, interpolation, forwards, executor local), curves (Parquet curv
 """
 from .config import CUDA_POINTS, EVAL_DATA, MliConfig, resolved
 from .curves import CURVE_COLUMNS, CURVE_SCHEMA, pending, read_curves, select_members, write_curves
-from .evaluate import (AlphaDraws, Evaluator, LocalEvaluator, Task, augmented_copy, curve_losses, describe, eval_set,
+from .evaluate import (AlphaDraws, Evaluator, LocalMliExecutor, Task, augmented_copy, curve_losses, describe, eval_set,
                        evaluate_curves, interpolate, packed_views_loss, single_loss)
 from .figure import plot_figure5
 from .metrics import METRICS, TABLE_COLUMNS, alpha_grid, member_metrics, mli_metrics, table4
@@ -71,7 +76,7 @@ from .table import (GLOBAL_ABOUT, PAPER_GLOBAL_ABOUT, PAPER_TABLE4, PVALUES_ABOU
 
 __all__ = [
     "AlphaDraws", "CLAIM", "CUDA_POINTS", "CURVE_COLUMNS", "CURVE_SCHEMA", "EVAL_DATA", "Evaluator", "GLOBAL_ABOUT",
-    "LocalEvaluator", "METRICS", "MliConfig", "PAPER_GLOBAL_ABOUT", "PAPER_TABLE4", "PVALUES_ABOUT", "TABLE_COLUMNS",
+    "LocalMliExecutor", "METRICS", "MliConfig", "PAPER_GLOBAL_ABOUT", "PAPER_TABLE4", "PVALUES_ABOUT", "TABLE_COLUMNS",
     "Task", "alpha_grid", "augmented_copy", "beside_paper", "curve_losses", "describe", "eval_set", "evaluate_curves",
     "interpolate", "latex_table", "markdown_pvalues", "markdown_table", "member_metrics", "mli_metrics",
     "packed_views_loss", "paper_section", "paper_table4", "pending", "plot_figure5", "read_curves", "read_table4",

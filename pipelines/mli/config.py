@@ -12,7 +12,7 @@ from zoo.validate import check
 
 from ..study import StudyConfig, check_common
 
-CUDA_POINTS = 64  # default (member, alpha) rows per packed CUDA forward; see benchmarks/mli_speed.py
+CUDA_POINTS = 64  # default alphas of one member per packed CUDA forward (a whole curve of <= 64); benchmarks/mli_speed.py
 # Which images L(alpha) is measured on (the package docstring says why each exists):
 EVAL_DATA = ("clean", "augmented_fixed", "augmented_per_alpha")
 EXECUTORS = ("local", "ray")  # MliConfig.executor: this process (or its CPU pool) | Ray tasks (cluster.mli)
@@ -34,7 +34,7 @@ class MliConfig(StudyConfig):
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N (cuda:N with executor local only)
     workers: int | None = None  # CPU processes of executor local, >= 1; None = os.cpu_count(); CUDA uses one
     batch: int = 500  # images per forward pass, >= 1
-    points: int | None = None  # (member, alpha) rows per forward, >= 1; None = 1 on CPU, CUDA_POINTS on CUDA
+    points: int | None = None  # alphas of one member per forward, >= 1; None = 1 on CPU, CUDA_POINTS on CUDA
     chunk: int = 16  # members per task and per curve file (the unit of resume), >= 1
     autocast: bool = False  # bf16 autocast, CUDA only; off: second differences are small
     top: int = 20  # curves per family panel in figure 5 (lowest recorded train loss), >= 1

@@ -63,17 +63,17 @@ def _weights(z, family: str, which: str, ids: pd.Series) -> np.ndarray:
 
 
 def family_tasks(z, family: str, todo: pd.DataFrame, cfg: MliConfig, slots: int) -> list[Task]:
-    """Chunks of the ok members still to do: on CPU balanced over the executor's `slots`; on CUDA
-    `chunk` each, whatever the executor, since the rows packed into one forward move its result."""
+    """Chunks of the ok members still to do, at most `chunk` each, balanced over the executor's
+    `slots`. Where they are cut moves no curve: a packed forward never holds two members' rows."""
     ok = todo[todo.status == "ok"].reset_index(drop=True)
     if ok.empty:
         return []
     theta0, theta_t = _weights(z, family, "init", ok.member_id), _weights(z, family, "final", ok.member_id)
-    size = min(cfg.chunk, math.ceil(len(ok) / (slots if cfg.on_cpu() else 1)))
+    size = min(cfg.chunk, math.ceil(len(ok) / slots))
     z.network(family)  # refuses code that builds other fixed pieces than the zoo's members were trained with
-    seed = z.manifest["families"][family]["asym_seed"]
-    return [Task(family, seed, ok.iloc[s : s + size].reset_index(drop=True), theta0[s : s + size], theta_t[s : s + size])
-            for s in range(0, len(ok), size)]
+    entry = z.manifest["families"][family]  # the workers check their own build against its fixed_sha256
+    return [Task(family, entry["asym_seed"], ok.iloc[s : s + size].reset_index(drop=True), theta0[s : s + size],
+                 theta_t[s : s + size], entry.get("fixed_sha256")) for s in range(0, len(ok), size)]
 
 
 def run_families(cfg: MliConfig, manifest: dict) -> list[str]:

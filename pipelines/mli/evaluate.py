@@ -17,6 +17,7 @@ from torch import nn
 
 import zoo
 from zoo.device import resolve_device
+from zoo.families import fixed_digest
 from zoo.recipe import Recipe
 from zoo.train.augment import augment, draw_epoch
 from zoo.train.evaluate import evaluate_flat, normalize, smoothed_ce
@@ -166,19 +167,22 @@ def curve_losses(net: nn.Module, theta0: torch.Tensor, theta_t: torch.Tensor, sm
                  autocast: bool = False, views: AlphaDraws | None = None) -> torch.Tensor:
     """theta0, theta_t [N, P], smoothing [N], alphas [A] -> L [N, A] (float64, CPU).
 
-    `points` (member, alpha) rows share one packed forward; with points == 1 each row is a
-    plain forward of `net`, which is faster on CPU than a vmap of one. With `views` every row
-    sees its own augmentation of x (augmented_per_alpha).
+    A packed forward holds `points` consecutive alphas of one member (the rest at the curve's end),
+    never rows of two members: a forward's shape and rows move its result in the last bits, so each
+    member's curve is a function of the member and the settings alone, however its task is cut and
+    whoever shares it. With points == 1 each row is a plain forward of `net`, faster on CPU than a
+    vmap of one. With `views` every row sees its own augmentation of x (augmented_per_alpha).
     """
-    n, n_alpha = theta0.shape[0], len(alphas)
+    n_alpha = len(alphas)
     net.to(theta0.device)
-    out = torch.empty(n * n_alpha, dtype=torch.float64)
-    for start in range(0, n * n_alpha, points):
-        rows = torch.arange(start, min(start + points, n * n_alpha), device=theta0.device)
-        flat, s = interpolate(theta0, theta_t, alphas, rows), smoothing.to(theta0.device)[rows // n_alpha]
-        out[start : start + len(rows)] = _rows_loss(net, flat, rows, n_alpha, s, x, y, views, batch=batch,
-                                                    autocast=autocast)
-    return out.view(n, n_alpha)
+    out = torch.empty(theta0.shape[0], n_alpha, dtype=torch.float64)
+    for m in range(theta0.shape[0]):
+        for start in range(0, n_alpha, points):
+            rows = torch.arange(start, min(start + points, n_alpha), device=theta0.device) + m * n_alpha
+            flat, s = interpolate(theta0, theta_t, alphas, rows), smoothing.to(theta0.device)[rows // n_alpha]
+            out[m, start : start + len(rows)] = _rows_loss(net, flat, rows, n_alpha, s, x, y, views, batch=batch,
+                                                           autocast=autocast)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +195,7 @@ class Task:
     rows: pd.DataFrame  # member_id, family, index, status, train_loss_recorded, label_smoothing
     theta0: np.ndarray  # [n, P] float32 initial trainable entries
     theta_t: np.ndarray  # [n, P] float32 trained entries
+    fixed_sha256: str | None = None  # the zoo's digest of the family's fixed pieces; None: not recorded, not checked
 
     @property
     def name(self) -> str:
@@ -211,9 +216,9 @@ class Evaluator:
 
     def __call__(self, task: Task) -> np.ndarray:
         """The task's curves, L [n, A]."""
-        key = (task.family, task.asym_seed)
+        key = (task.family, task.asym_seed, task.fixed_sha256)
         if key not in self.nets:
-            self.nets[key] = zoo.build(*key).to(self.device)
+            self.nets[key] = network(task).to(self.device)
         t0, tt = (torch.as_tensor(a, device=self.device) for a in (task.theta0, task.theta_t))
         s = torch.as_tensor(task.rows.label_smoothing.to_numpy(dtype=np.float32), device=self.device)
         with self._precision():
@@ -233,6 +238,18 @@ class Evaluator:
         if self.device.type != "cuda" or self.cfg.autocast:
             return contextlib.nullcontext()
         return torch.backends.cudnn.flags(enabled=True, benchmark=False, allow_tf32=False)
+
+
+def network(task: Task) -> nn.Module:
+    """The task's family network, built here (a pool or Ray worker may run other package versions
+    than the driver) and checked against the zoo's digest of its fixed pieces."""
+    net = zoo.build(task.family, task.asym_seed)
+    digest = fixed_digest(net)
+    if task.fixed_sha256 not in (None, digest):
+        raise ValueError(f"family={task.family!r}: this worker builds fixed pieces (masks, fixed values, F) from "
+                         f"asym_seed={task.asym_seed} whose sha256 is {digest[:12]}..., but the zoo's are "
+                         f"{task.fixed_sha256[:12]}...; give the workers the package versions the zoo was made with")
+    return net
 
 
 _WORKER: dict = {}  # a pool worker's Evaluator
@@ -263,7 +280,7 @@ def evaluate_curves(tasks: list[Task], x: torch.Tensor, y: torch.Tensor, cfg: Ml
 
 
 class Executor(Protocol):
-    """Evaluates tasks: `LocalEvaluator` here, or cluster.mli.RayEvaluator (each task a Ray task)."""
+    """Evaluates tasks: `LocalMliExecutor` here, or cluster.mli.RayMliExecutor (each task a Ray task)."""
 
     def device(self, asked: str) -> str: ...  # where the tasks run, for cfg.device `asked`
 
@@ -273,7 +290,7 @@ class Executor(Protocol):
             on_done) -> None: ...  # on_done(task, L [n, A]) in this process as each task finishes
 
 
-class LocalEvaluator:
+class LocalMliExecutor:
     """Executor local: the tasks in this process (CUDA, or one CPU worker) or in a spawn pool of
     `workers` CPU processes."""
 

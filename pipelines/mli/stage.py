@@ -1,8 +1,8 @@
 """The MLI stage: run(config) -> output folder. Evaluates the curves not yet stored (with a
 progress line), then writes Table 4, Figure 5 and the manifest that records the measurement.
 
-An executor evaluates the tasks: `LocalEvaluator` (executor local: this process or its CPU pool)
-or `cluster.mli.RayEvaluator` (executor ray: each task a Ray task). Either way this process alone
+An executor evaluates the tasks: `LocalMliExecutor` (executor local: this process or its CPU pool)
+or `cluster.mli.RayMliExecutor` (executor ray: each task a Ray task). Either way this process alone
 writes the out folder, each task's curves as the task arrives, so a kill loses only the tasks in
 flight."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from zoo.store.fs import local_folder
 from ..study import write_claim
 from .config import MliConfig, resolved
 from .curves import curve_rows, pending, read_curves, write_curves
-from .evaluate import Executor, LocalEvaluator, Task, describe, eval_data_of, eval_set
+from .evaluate import Executor, LocalMliExecutor, Task, describe, eval_data_of, eval_set
 from .figure import plot_figure5
 from .metrics import alpha_grid, table4
 from .table import write_tables
@@ -48,10 +48,10 @@ def _out_dir(cfg: MliConfig) -> Path:
 def executor_for(cfg: MliConfig) -> Executor:
     """The executor `cfg` names, ready to run: Ray connects (and checks its address) here, before any write."""
     if cfg.executor == "local":
-        return LocalEvaluator()
-    from cluster.mli import RayEvaluator  # Ray is imported only for executor ray
+        return LocalMliExecutor()
+    from cluster.mli import RayMliExecutor  # Ray is imported only for executor ray
 
-    return RayEvaluator(cfg.address, gpus_per_task=cfg.gpus_per_task)
+    return RayMliExecutor(cfg.address, gpus_per_task=cfg.gpus_per_task)
 
 
 def evaluate_tasks(tasks: list[Task], x, y, cfg: MliConfig, recipe: Recipe, out: Path, *, selected: int,
