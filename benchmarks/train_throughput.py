@@ -76,7 +76,8 @@ def solo_epoch(res, recipe: Recipe, family: str, device, batches_of):
     net, opt = new_member(cfg, recipe, asym_seed=0, device=device)
     lrs = np.full(recipe.steps_per_epoch(len(res.train_y)), 0.5 * cfg.lr)
     autocast = recipe.autocast_dtype(device)
-    return (lambda epoch: train_epoch(net, opt, batches_of(cfg.seed, epoch), lrs, cfg.label_smoothing, autocast),
+    return (lambda epoch: train_epoch(net, opt, batches_of(cfg.seed, epoch), lrs, cfg.label_smoothing, autocast,
+                                             nonfinite=recipe.nonfinite),
             lambda: "eager")
 
 

@@ -7,6 +7,7 @@ tensor cores' rounding. A fresh GPU machine has no CIFAR-10 copy: then the tests
 learnable synthetic images (`learnable_images`), which is all the engine's tests need.
 """
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from zoo.train.vmap import packed_forward, stack_params
 from zoo.train.grouped import IMPLS, grouped_forward, grouped_net
 from zoo.layout import flatten
 from zoo.data import Cifar10
+import zoo.train.packed as packed
 from zoo.train.packed import PACK_SIZES, Pack, auto_pack_size, estimate_peak_bytes, train_pack
 from zoo.recipe import Recipe
 from zoo.train import resident, resident_batches, train_member
@@ -92,8 +94,9 @@ def test_packed_training_equals_resident_on_cuda(cifar, impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bf16_packs_learn_and_mask_a_diverging_member(cifar, impl):
+    """Under nonfinite="freeze", as test_train.py's CPU twin."""
     cfgs = [dataclasses.replace(sample_member(0, i), lr=lr, member_id="") for i, lr in enumerate((3e-3, 1e6, 1e-2, 5e-3))]
-    out = train_pack(cfgs, cifar, BF16, device="cuda", impl=impl)
+    out = train_pack(cfgs, cifar, dataclasses.replace(BF16, nonfinite="freeze"), device="cuda", impl=impl)
     assert out[1].status == "diverged" and np.isfinite(out[1].params_final).all()
     for i in (0, 2, 3):
         r = out[i]
@@ -118,11 +121,12 @@ def test_compiled_pack_matches_eager_on_cuda(cifar, impl):
 
 def test_cuda_graph_replay_trains_as_eager_and_masks_divergence(cifar):
     """The captured step reads every per-step value from device tensors: replaying it trains as
-    the eager loop does, a diverging member included."""
-    cfgs = members("w_asym")
+    the eager loop does, a diverging member included (nonfinite="freeze", as test_train.py's CPU
+    twin; "skip" is the next test's)."""
+    cfgs, freeze = members("w_asym"), dataclasses.replace(FP32, nonfinite="freeze")
     cfgs[1] = dataclasses.replace(cfgs[1], lr=1e6, weight_decay=0.1, member_id="")
-    eager = train_pack(cfgs, cifar, FP32, device="cuda", impl="grouped")
-    graph = train_pack(cfgs, cifar, FP32, device="cuda", impl="grouped", cuda_graph=True)
+    eager = train_pack(cfgs, cifar, freeze, device="cuda", impl="grouped")
+    graph = train_pack(cfgs, cifar, freeze, device="cuda", impl="grouped", cuda_graph=True)
     assert [g.status for g in graph] == [e.status for e in eager] == ["ok", "diverged", "ok"]
     assert graph[1].diverged_epoch == eager[1].diverged_epoch
     for e, g in zip(eager, graph):
@@ -130,6 +134,39 @@ def test_cuda_graph_replay_trains_as_eager_and_masks_divergence(cifar):
         if e.status == "ok":
             assert displacement_error(e, g) < 1e-3
             assert sorted(g.checkpoints) == sorted(e.checkpoints)
+
+
+def test_cuda_graph_replay_skips_a_non_finite_step_as_eager_does(cifar, monkeypatch):
+    """nonfinite="skip": member 1's input turns NaN at step 1 (through a device tensor, which the
+    graph reads at every replay, where test_nonfinite.py's host-side poison would be baked in at
+    capture); after the epoch the graph's params, m, v, step counts and diverged_at equal eager's
+    bit for bit."""
+    recipe, cfgs = FP32, members("w_asym")
+    assert recipe.nonfinite == "skip"
+    res = resident(cifar, recipe, "cuda")
+    poison = torch.zeros(len(cfgs), 1, 1, 1, 1, device="cuda")  # added to the [N, B, 3, 32, 32] input
+    normalize = packed.normalize
+    monkeypatch.setattr(packed, "normalize", lambda x: normalize(x) + poison)
+    steps = recipe.steps_per_epoch(len(res.train_y))
+    factors = recipe.lr_factors(recipe.epochs, steps)[:steps]
+    state = {}
+    for graph in (False, True):
+        pack = Pack(cfgs, recipe, res, impl="grouped", cuda_graph=graph)
+        pack._load_epoch(0, factors)
+        if graph:
+            pack._capture()
+        for s in range(steps):
+            poison[1] = math.nan if s == 1 else 0.0
+            if graph:
+                pack.graph.replay()
+            else:
+                pack._step()
+        poison.zero_()
+        state[graph] = {"buf": pack.buf, "m": pack.m, "v": pack.v, "t": pack.t, "diverged_at": pack.diverged_at}
+    assert state[True]["diverged_at"].tolist() == [-1, 0, -1]
+    assert state[True]["t"].tolist() == [steps, steps - 1, steps]
+    for name, eager in state[False].items():
+        assert torch.equal(state[True][name], eager), name
 
 
 def test_memory_estimate_bounds_the_measured_peak(cifar):

@@ -242,10 +242,39 @@ def test_disk_full_during_commit_leaves_nothing_visible(tmp_path, monkeypatch, f
         assert err.value.errno == errno.ENOSPC
     monkeypatch.undo()
     everything = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "zoo").rglob("*") if p.is_file())
-    manifest = [p for p in everything if p.startswith(("zoo/manifest.json", "zoo/manifest.d/"))]
-    assert sorted(set(everything) - set(manifest)) == [f"zoo/members/family=standard/{Path(path).name}"]  # no temp left
+    writer = [p for p in everything if p.startswith("zoo/manifest.d/writer-") and p.endswith(".json")]
+    assert len(writer) == 1 and everything == sorted(  # no temp left
+        ["zoo/manifest.json", "zoo/manifest.d/family=standard.json", *writer,
+         f"zoo/members/family=standard/{Path(path).name}"])
     assert Path(path).read_bytes() == before  # the failed retry did not touch the committed file
     assert z.members()["index"].tolist() == [0, 1] and len(z.checkpoints("standard")) == 0
+
+
+def test_disk_full_while_creating_a_zoo_leaves_no_temp_or_proposal(tmp_path, monkeypatch):
+    """Whichever write of the manifest's records fails, nothing hidden stays and a rerun completes
+    the zoo, its first writer recorded (records that did appear read without one meanwhile)."""
+    real, n_fsyncs = store_fs._fsync, 10  # 2 proposals, 2 records, 1 writer record; 2 fsyncs each
+    for k in range(n_fsyncs):
+        calls = []
+
+        def fail_kth(path, k=k):
+            calls.append(path)
+            if len(calls) == k + 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(path)
+
+        monkeypatch.setattr(store_fs, "_fsync", fail_kth)
+        with pytest.raises(OSError):
+            make_zoo(tmp_path / str(k))
+        monkeypatch.undo()
+        left = [p.relative_to(tmp_path) for p in (tmp_path / str(k)).rglob("*") if p.is_file()]
+        assert not [p for p in left if p.name.startswith(".") or "proposed" in p.parts], left
+        if (tmp_path / str(k) / "manifest.json").exists():  # it opens, a writer recorded or not
+            m = store.open_zoo(tmp_path / str(k)).manifest
+            assert "code_version" in m or ("created_utc" not in m and m["data"] == {"sha256": SHA})
+        m = make_zoo(tmp_path / str(k)).manifest
+        assert m["code_version"] and m["data"] == {"sha256": SHA, "name": "synthetic"} and m["families"]
+    assert len(calls) == n_fsyncs
 
 
 def test_orphan_checkpoints_are_not_read(tmp_path, monkeypatch):
@@ -906,3 +935,98 @@ def test_manifest_records_the_family_options(tmp_path):
     make_zoo(tmp_path / "zoo", families=("standard", "w_asym"))
     families = store.open_zoo(tmp_path / "zoo").manifest["families"]
     assert families["w_asym"]["options"] == {"n_fix": 8, "kappa": 2.0} and families["standard"]["options"] == {}
+
+
+def test_equal_settings_write_equal_records(tmp_path):
+    """What differs from host to host (the data copy's name and path) is kept in the writer record;
+    the merged manifest still holds the first writer's."""
+    here = {"sha256": SHA, "name": "synthetic", "official": False, "path": "/here"}
+    there = {"sha256": SHA, "name": "synthetic copy", "official": False, "path": "/there"}
+    assert make_zoo(tmp_path / "a", families=("standard", "w_asym"), data=here).manifest["data"] == here
+    make_zoo(tmp_path / "b", families=("standard", "w_asym"), data=there)
+    for rel in ("manifest.json", "manifest.d/family=standard.json", "manifest.d/family=w_asym.json"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["data"] == {"sha256": SHA}
+    make_zoo(tmp_path / "a", data=there)  # another copy of the same pixels resumes
+    assert store.open_zoo(tmp_path / "a").manifest["data"] == here
+
+
+def test_records_that_differ_in_any_field_are_refused(tmp_path):
+    """recipe_overrides, the claim and a family's options follow from the code, not the settings,
+    yet a record is one set of bytes: a writer whose record differs anywhere is refused."""
+    from zoo.store import manifest
+
+    path = tmp_path / "zoo"
+    fs, root = store_fs.resolve(path)
+    settings = dict(zoo_seed=0, recipe={"epochs": None, "batch_size": 512}, recipe_overrides={},
+                    data={"sha256": SHA, "name": "synthetic"})
+    proposal = path / "manifest.d" / "proposed" / "manifest" / "other.json"
+    proposal.parent.mkdir(parents=True)
+    record = manifest._zoo_record(manifest.build_manifest(families={"standard": 0}, **settings))
+    proposal.write_text(json.dumps(dict(record, claim="another claim")))
+    with pytest.raises(store.ManifestMismatch, match="claim: 'another claim' in the other writer's"):
+        make_zoo(path)
+    proposal.unlink()
+    found = manifest.load_manifest(fs, root)
+    make_zoo(path)
+    late = manifest.build_manifest(families={"standard": 0}, **{**settings, "recipe_overrides": {"epochs": 2}})
+    with pytest.raises(store.ManifestMismatch, match="recipe_overrides.epochs: '<absent>' in the zoo, 2 now"):
+        manifest.settle(fs, root, late, found)
+    found = manifest.load_manifest(fs, root)
+    make_zoo(path, families=("w_asym",))
+    late = manifest.build_manifest(families={"w_asym": 0}, **settings)
+    late["families"]["w_asym"]["options"]["kappa"] = 3.0
+    with pytest.raises(store.ManifestMismatch, match="families.w_asym.options.kappa: 2.0 in the zoo, 3.0 now"):
+        manifest.settle(fs, root, late, found)
+
+
+def test_a_refused_writer_writes_no_record(tmp_path):
+    """A killed writer's proposal for w_asym (another asym seed) refuses a writer creating the zoo
+    with w_asym after its other records checked out; none of them is written."""
+    from zoo.store import manifest
+
+    path = tmp_path / "zoo"
+    entry = manifest.build_manifest(families={"w_asym": 1}, zoo_seed=0, recipe={}, recipe_overrides={},
+                                    data={"sha256": SHA})["families"]["w_asym"]
+    killed = path / "manifest.d" / "proposed" / "family=w_asym" / "killed.json"
+    killed.parent.mkdir(parents=True)
+    killed.write_text(json.dumps(entry))
+    with pytest.raises(store.ManifestMismatch, match="w_asym.asym_seed: 1 in the other writer's, 0 now") as err:
+        make_zoo(path, families=("standard", "w_asym"))
+    assert err.value.rival == str(killed)
+    assert [p for p in path.rglob("*") if p.is_file()] == [killed]
+
+
+def test_a_zoo_whose_creator_was_not_recorded_opens_and_resumes(tmp_path, capsys):
+    from pipelines.cli import main
+
+    path = tmp_path / "zoo"
+    make_zoo(path)
+    for record in (path / "manifest.d").glob("writer-*.json"):
+        record.unlink()  # as if its creator was killed before recording itself
+    m = store.open_zoo(path).manifest
+    assert "code_version" not in m and "created_utc" not in m and m["data"] == {"sha256": SHA}
+    assert main(["store", "info", str(path)]) == 0 and "created_utc: None" in capsys.readouterr().out
+    m = make_zoo(path).manifest
+    assert m["code_version"]["symzoo"] and m["created_utc"] and m["data"] == {"sha256": SHA, "name": "synthetic"}
+
+
+def test_verify_deletes_stale_manifest_proposals_and_temps(tmp_path):
+    """Proposals and temp files of killed writers, once stale; fresh ones may be a writer's at work."""
+    path = tmp_path / "zoo"
+    make_zoo(path)
+    proposed = path / "manifest.d" / "proposed" / "family=w_asym"
+    proposed.mkdir(parents=True)
+    stale = [proposed / "killed.json", path / "manifest.d" / ".family=w_asym.json.host.1.1.tmp",
+             path / ".manifest.json.host.1.1.tmp"]
+    fresh = [proposed / "live.json", path / "manifest.d" / ".writer-x.json.host.2.2.tmp"]
+    for f in stale + fresh:
+        f.write_text(json.dumps({"asym_seed": 1}))
+    for f in stale:
+        os.utime(f, (time.time() - 7200, time.time() - 7200))
+    report = store.verify(path, move=False)
+    assert sorted(report.stale_temps) == sorted(map(str, stale[1:])) and report.stale_proposals == [str(stale[0])]
+    assert report.clean and "1 stale manifest proposals" in report.summary() and all(f.exists() for f in stale)
+    store.verify(path)
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in fresh)
+    assert not store.verify(path).stale_proposals

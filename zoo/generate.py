@@ -313,7 +313,7 @@ def run(cfg: GenerateConfig, executor: Executor | None = None) -> str:
                  replicates=cfg.replicates)
     except OSError as e:
         if e.filename is None and e.errno is not None:  # a failed write names no path; the user needs it
-            e.filename = posixpath.join(cfg.zoo, "manifest.json")
+            e.filename = f"{posixpath.join(cfg.zoo, 'manifest.json')} or {posixpath.join(cfg.zoo, 'manifest.d')}/"
         raise
     planned = plan_members(cfg.zoo_seed, cfg.families, cfg.members, cfg.replicates, cfg.replicate_members)
     todo = remaining(planned, cfg.zoo, cfg.families)

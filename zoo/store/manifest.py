@@ -9,31 +9,36 @@ is allowed, and recorded.
 The manifest is a few small records, each written once and never changed (`symzoo store upgrade`
 of an older zoo and --new-zoo aside), so writers need no lock:
 
-    manifest.json                       the zoo-wide record: schema version, zoo seed, recipe, data
+    manifest.json                       the zoo-wide record: schema version, zoo seed, recipe, data sha256
     manifest.d/family=<f>.json          one family's record: asym seed, options, fixed_sha256, P, layout
-    manifest.d/writer-<utc>-<id>.json   one writer's code and package versions and replicates
+    manifest.d/writer-<utc>-<id>.json   one writer's code and package versions, replicates, data copy
     manifest.d/proposed/<name>/<id>.json   a proposal for manifest.json or family=<f>.json (transient)
 
 `load_manifest` merges them into the one dict a single manifest.json used to be: `code_version`,
-`packages` and `created_utc` are the first writer's, `resumed_with` lists later writers whose
-versions differ from the latest recorded ones, `replicates` is the most any writer planned. A zoo
-made before this layout keeps its manifest.json (families inside) as it is: resuming it adds
-manifest.d/ records only, so no reader ever sees it without its families.
+`packages`, `created_utc` and the data copy's name and path are the first writer's, `resumed_with`
+lists later writers whose versions differ from the latest recorded ones, `replicates` is the most
+any writer planned. Until a writer is recorded (its creator was killed first), the merged dict has
+none of the first writer's fields. A zoo made before this layout keeps its manifest.json
+(families inside) as it is: resuming it adds manifest.d/ records only, so no reader ever sees it
+without its families.
 
 Why no writer trains under a record that does not stay. A record is a pure function of its
-settings: writers with equal settings write equal records, and writers adding different families
-write different files. A missing record is created in four steps: (1) write a proposal under a
-name of one's own, (2) list the record's proposals, (3) read the record, (4) refuse if (2) showed
-a proposal with other settings or (3) a record with other settings, else write the record unless
-(3) found it, and go on; the proposal is removed after (4) either way. Of two writers X and Y
-with other settings, say Y's proposal appeared after X's; Y's listing comes later still, so it
-shows X's proposal unless X had removed it, which X does only after its step (4): X refused, or
-the record with X's settings exists and Y's read (3) finds it. So if X goes on, Y refuses, and
-the record that stays is the one X checked. This needs only read-after-write and list
-consistency, which local disks and S3 have (an NFS client may cache listings for seconds).
-Writers that overlap exactly may both refuse; a rerun settles it. A writer killed between (1) and
-(4) leaves its proposal behind: writers that agree with it ignore it, others are refused, naming
-it, until someone deletes it.
+settings, and all of it must agree: writers with equal settings write the same bytes (the data
+copy's name and path, which differ from host to host, go in the writer record), and writers adding
+different families write different files. The records a writer lacks are created in four steps: (1) write a proposal
+for each under a name of one's own, (2) list each record's proposals, (3) read the record, (4)
+refuse if (2) showed a proposal with other settings or (3) a record with other settings, else
+write the records (3) did not find, manifest.json first; the proposals are removed after (4)
+either way, so a writer that refuses writes no record. Of two writers X and Y with other settings
+for a record, say Y's proposal appeared after X's; Y's listing comes later still, so it shows X's
+proposal unless X had removed it, which X does only after its step (4): X refused, or the record
+with X's settings exists and Y's read (3) finds it. So if X goes on, Y refuses, and the record
+that stays is the one X checked. This needs only read-after-write and list consistency, which
+local disks and S3 have (an NFS client may cache listings for seconds). Writers that overlap
+exactly may both refuse; a rerun settles it. A writer killed between (1) and (4) leaves its
+proposals behind: writers that agree with them ignore them, others are refused, naming one, until
+someone deletes them (`symzoo store verify` does, once they are stale). A writer killed during (4)
+leaves the records it wrote: manifest.json without some families, which a rerun adds.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ import json
 import posixpath
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -57,6 +63,7 @@ MANIFEST = "manifest.json"
 RECORDS = "manifest.d"
 PROPOSED = posixpath.join(RECORDS, "proposed")
 ZOO_KEYS = ("schema_version", "zoo_seed", "recipe", "recipe_overrides", "data", "claim")  # manifest.json's
+COPY_KEYS = ("name", "official", "path")  # of `data`: the copy one writer read, kept in its writer record
 VERSIONS = ("code_version", "packages")
 PACKAGES = ("torch", "numpy", "pyarrow", "pandas", "scipy", "scikit-learn", "matplotlib")
 CLAIM = ("ResNet-8 members trained on CIFAR-10 with the paper's Table 8 hyperparameters; the input of "
@@ -199,6 +206,21 @@ def differences(old: dict, new: dict) -> list[str]:
                                         for line in family_differences(f, old["families"][f], new["families"][f])]
 
 
+def record_differences(stored: dict, mine: dict, held: str, prefix: str = "") -> list[str]:
+    """Every leaf where two records differ: what a writer about to write `mine` next to `stored`
+    (or a rival proposal) checks beyond the settings above, so equal settings mean equal bytes."""
+    lines = []
+    for k in sorted(set(stored) | set(mine)):
+        a, b = stored.get(k, "<absent>"), mine.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += record_differences(a, b, held, f"{prefix}{k}.")
+        elif k == "layout" and a != b:
+            lines.append(f"{prefix}layout: tensor names/shapes/offsets {held}, different ones now")
+        elif a != b:
+            lines.append(f"{prefix}{k}: {a!r} {held}, {b!r} now")
+    return lines
+
+
 def _dumps(record: dict) -> bytes:
     return json.dumps(record, indent=2, sort_keys=True).encode()
 
@@ -236,6 +258,9 @@ def _history(record: dict, writers: list[dict]) -> list[dict]:
 def _merge(record: dict, families: dict, writers: list[dict]) -> dict:
     """The one dict readers get: manifest.json with the families and writers of manifest.d/ folded in."""
     merged = dict(record, families={**record.get("families", {}), **families})
+    creator = writers[0] if writers and "code_version" not in record else {}  # else manifest.json names its copy
+    if "data" in record:
+        merged["data"] = {**record["data"], **creator.get("data", {})}
     merged["replicates"] = max([record.get("replicates", 1)] + [w.get("replicates", 1) for w in writers])
     history = _history(record, writers)
     if not history:
@@ -301,33 +326,62 @@ def remove_manifest(fs, root: str) -> None:
     store_fs.remove_quietly(fs, posixpath.join(root, MANIFEST))
 
 
-def _settle(fs, root: str, name: str, record: dict, compare) -> None:
-    """Make `record` the one at `name` (relative to root), or raise ManifestMismatch if the stored
-    one, or a concurrent writer's proposal, has other settings (`compare(stored, held) -> lines`)."""
-    stored = _read_json(fs, posixpath.join(root, name))
-    if stored is None:
-        stored = _propose(fs, root, name, record, compare)
-    if compare(stored, "in the zoo"):
+def _zoo_record(new: dict) -> dict:
+    """manifest.json's content for the settings of `new`: nothing that differs from host to host."""
+    shared = {k: new[k] for k in ZOO_KEYS}
+    return dict(shared, data={k: v for k, v in new["data"].items() if k not in COPY_KEYS})
+
+
+def _wanted(new: dict, old: dict | None) -> list[tuple[str, dict, Callable]]:
+    """(name, record, compare) of each record `old` lacks for `new`, manifest.json first;
+    `compare(stored, held) -> lines` names the settings first, else any other difference."""
+    wanted = []
+    if old is None:
+        record = _zoo_record(new)
+        wanted.append((MANIFEST, record, lambda stored, held: zoo_differences(stored, new, held)
+                       or record_differences(stored, record, held)))
+    for family, entry in new["families"].items():
+        if family not in (old or {}).get("families", {}):
+            entry = _json(f"families[{family!r}]", entry)
+            wanted.append((posixpath.join(RECORDS, f"family={family}.json"), entry,
+                           lambda stored, held, f=family, e=entry: family_differences(f, stored, e, held)
+                           or record_differences(stored, e, held, f"families.{f}.")))
+    return wanted
+
+
+def _proposals(root: str, name: str) -> str:
+    return posixpath.join(root, PROPOSED, posixpath.basename(name).removesuffix(".json"))
+
+
+def _must_write(fs, root: str, name: str, mine: str, compare) -> bool:
+    """Steps (2)-(4) for one record, short of writing it: whether it is still missing; raises
+    ManifestMismatch if a rival proposal or the stored record has other settings."""
+    proposals = {p: _read_json(fs, p) for p in _files(fs, _proposals(root, name)) if p != mine}
+    rivals = {p: compare(r, "in the other writer's") for p, r in proposals.items() if r is not None}
+    rivals = {p: lines for p, lines in rivals.items() if lines}  # a proposal gone meanwhile: its writer is done
+    stored = _read_json(fs, posixpath.join(root, name))  # after the listing: see the module doc
+    if stored is None and rivals:
+        path, lines = next(iter(rivals.items()))
+        raise ManifestMismatch(root, lines, rival=path)
+    if stored is not None and compare(stored, "in the zoo"):
         raise ManifestMismatch(root, compare(stored, "in the zoo"))
+    return stored is None
 
 
-def _propose(fs, root: str, name: str, record: dict, compare) -> dict:
-    """Steps (1)-(4) of the module doc; returns the record that stays."""
-    folder = posixpath.join(root, PROPOSED, posixpath.basename(name).removesuffix(".json"))
-    mine = store_fs.atomic_write_bytes(fs, posixpath.join(folder, f"{uuid.uuid4().hex}.json"), _dumps(record))
+def _create(fs, root: str, wanted: list) -> None:
+    """Steps (1)-(4) for every record in `wanted` at once: all of them, or none and ManifestMismatch."""
+    mine = []
     try:
-        proposals = {p: _read_json(fs, p) for p in _files(fs, folder) if p != mine}
-        rivals = {p: compare(r, "in the other writer's") for p, r in proposals.items() if r is not None}
-        rivals = {p: lines for p, lines in rivals.items() if lines}  # a proposal gone meanwhile: its writer is done
-        stored = _read_json(fs, posixpath.join(root, name))  # after the listing: see the module doc
-        if stored is None and rivals:
-            path, lines = next(iter(rivals.items()))
-            raise ManifestMismatch(root, lines, rival=path)
-        if stored is None:
+        for name, record, _ in wanted:  # step (1); named first, as a failed write may still leave it
+            mine.append(posixpath.join(_proposals(root, name), f"{uuid.uuid4().hex}.json"))
+            store_fs.atomic_write_bytes(fs, mine[-1], _dumps(record))
+        missing = [(name, record) for (name, record, compare), proposal in zip(wanted, mine)
+                   if _must_write(fs, root, name, proposal, compare)]
+        for name, record in missing:
             store_fs.atomic_write_bytes(fs, posixpath.join(root, name), _dumps(record))
-        return record if stored is None else stored
     finally:
-        store_fs.remove_quietly(fs, mine)
+        for proposal in mine:
+            store_fs.remove_quietly(fs, proposal)
 
 
 def _is_news(old: dict | None, new: dict) -> bool:
@@ -342,20 +396,24 @@ def _is_news(old: dict | None, new: dict) -> bool:
 def _record_writer(fs, root: str, new: dict) -> None:
     """Append-only: a name of its own, sorted by time."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    record = {**{k: new[k] for k in VERSIONS}, "utc": new["created_utc"], "replicates": new["replicates"]}
+    record = {**{k: new[k] for k in VERSIONS}, "utc": new["created_utc"], "replicates": new["replicates"],
+              "data": {k: new["data"][k] for k in COPY_KEYS if k in new["data"]}}
     store_fs.atomic_write_bytes(fs, posixpath.join(root, RECORDS, f"writer-{stamp}-{uuid.uuid4().hex[:12]}.json"),
                                 _dumps(record))
 
 
 def settle(fs, root: str, new: dict, old: dict | None) -> None:
     """Create the records that `old` (the zoo's merged manifest, None for a new zoo) lacks for the
-    settings of `new` (build_manifest), or raise ManifestMismatch; then record this writer if it is news."""
-    if old is None:
-        _settle(fs, root, MANIFEST, {k: new[k] for k in ZOO_KEYS},
-                lambda stored, held: zoo_differences(stored, new, held))
-    for family, entry in new["families"].items():
-        if family not in (old or {}).get("families", {}):
-            _settle(fs, root, posixpath.join(RECORDS, f"family={family}.json"), entry,
-                    lambda stored, held, f=family, e=entry: family_differences(f, stored, e, held))
+    settings of `new` (build_manifest), or raise ManifestMismatch having written none; then record
+    this writer if it is news."""
+    wanted = []
+    for name, record, compare in _wanted(new, old):
+        stored = _read_json(fs, posixpath.join(root, name))
+        if stored is None:
+            wanted.append((name, record, compare))
+        elif compare(stored, "in the zoo"):
+            raise ManifestMismatch(root, compare(stored, "in the zoo"))
+    if wanted:
+        _create(fs, root, wanted)
     if _is_news(old, new):
         _record_writer(fs, root, new)

@@ -5,7 +5,10 @@ checksum), when its schema is not this zoo's, when it holds another family or zo
 it sits outside a family=<f> folder of the manifest. Bad files go to <zoo>/_quarantine/, which
 readers, pyarrow.dataset and the DuckDB glob <zoo>/members/*/*.parquet all ignore; their members
 count as not done, so the next generate trains them again. Hidden temporary files older than
-`stale_temp_s` are leftovers of crashed commits and are deleted.
+`stale_temp_s` are leftovers of crashed commits and are deleted, in members/, checkpoints/ and
+among the manifest's records. So are proposals under manifest.d/proposed/ as old: writers killed
+while creating a record leave them behind (a live writer removes its own within seconds), and
+they refuse every writer with other settings.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow.fs as pafs
 
 from . import fs as store_fs
+from .manifest import MANIFEST, PROPOSED, RECORDS
 from .reader import TABLES, Zoo, inspect_file, open_zoo
 
 QUARANTINE = "_quarantine"
@@ -29,6 +33,7 @@ class VerifyReport:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     moved: list[tuple[str, str]] = field(default_factory=list)  # (from, to)
     stale_temps: list[str] = field(default_factory=list)  # hidden temporaries of crashed commits (deleted if move)
+    stale_proposals: list[str] = field(default_factory=list)  # manifest proposals of killed writers (deleted if move)
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # member_id -> the valid files holding it
     members: dict[str, dict[str, int]] = field(default_factory=dict)  # family -> {status: distinct members}
 
@@ -42,8 +47,10 @@ class VerifyReport:
 
     def summary(self) -> str:
         lines = [f"{self.zoo}: {self.files_checked} files checked, {len(self.bad)} bad, "
-                 f"{len(self.duplicates)} members in more than one file, {len(self.stale_temps)} stale temp files"]
+                 f"{len(self.duplicates)} members in more than one file, {len(self.stale_temps)} stale temp files, "
+                 f"{len(self.stale_proposals)} stale manifest proposals"]
         lines += [f"  bad: {path}: {reason}" for path, reason in self.bad]
+        lines += [f"  stale proposal: {path}" for path in self.stale_proposals]
         lines += [f"  moved: {src} -> {dst}" for src, dst in self.moved]
         lines += [f"  duplicate: {mid} in {', '.join(paths)}" for mid, paths in sorted(self.duplicates.items())]
         lines += [f"  {family}: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no members")
@@ -91,9 +98,24 @@ def _is_stale_temp(info, rel: str, stale_temp_s: float) -> bool:
     return name.startswith(".") and name.endswith(store_fs.TEMP_SUFFIX) and _is_stale(info, stale_temp_s)
 
 
+def _manifest_leftovers(zoo: Zoo, stale_temp_s: float) -> tuple[list[str], list[str]]:
+    """(stale temp files, stale proposals) of the manifest's records: manifest.json and manifest.d/."""
+    at_root = zoo.fs.get_file_info(pafs.FileSelector(zoo.root))
+    infos = [i for i in at_root if i.type == pafs.FileType.File and i.base_name.startswith(f".{MANIFEST}.")]
+    temps, proposals = [], []
+    for info in infos + store_fs.list_files(zoo.fs, posixpath.join(zoo.root, RECORDS)):
+        rel = posixpath.relpath(info.path, zoo.root)
+        if _is_stale_temp(info, rel, stale_temp_s):
+            temps.append(info.path)
+        elif rel.startswith(PROPOSED + "/") and rel.endswith(".json") and _is_stale(info, stale_temp_s):
+            proposals.append(info.path)
+    return temps, proposals
+
+
 def verify(path, *, move: bool = True, deep: bool = True, stale_temp_s: float = 3600.0,
            filesystem=None) -> VerifyReport:
-    """Check every file of a zoo; with `move`, put bad ones in _quarantine/ and delete stale temps.
+    """Check every file of a zoo; with `move`, put bad ones in _quarantine/ and delete stale temps
+    and stale manifest proposals.
 
     deep: read every page with checksum verification (reads the whole zoo); else only footers,
     schemas and the small columns, which catches truncated, empty and foreign files.
@@ -121,6 +143,11 @@ def verify(path, *, move: bool = True, deep: bool = True, stale_temp_s: float = 
             elif table == "members":
                 for mid, status in zip(seen.table["member_id"].to_pylist(), seen.table["status"].to_pylist()):
                     held[family].setdefault(mid, (status, []))[1].append(info.path)
+    temps, report.stale_proposals = _manifest_leftovers(zoo, stale_temp_s)
+    report.stale_temps += temps
+    if move:
+        for leftover in temps + report.stale_proposals:
+            zoo.fs.delete_file(leftover)
     for family, members in held.items():
         report.members[family] = dict(Counter(status for status, _ in members.values()))
         report.duplicates.update({mid: paths for mid, (_, paths) in members.items() if len(paths) > 1})

@@ -52,7 +52,8 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
 
     Resuming requires the same schema version, zoo seed, recipe, data sha256, and asym seeds and
     layouts for the families already present (else ManifestMismatch, listing every difference;
-    nothing is written). New families are added to the manifest. `layouts` (zoo.Layout.to_json()
+    no record is written, also when the conflict is with a writer creating records at the same
+    time). New families are added to the manifest. `layouts` (zoo.Layout.to_json()
     per family) defaults to the layout of zoo.build(family, asym_seed). new_zoo=True deletes the old
     manifest and writes a fresh one, but only while the path holds no committed member or
     checkpoint file: it never deletes results (choose another path for that), and no other writer

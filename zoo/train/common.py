@@ -103,7 +103,7 @@ def _non_finite(loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
 
 
 def train_epoch(net: nn.Module, opt: torch.optim.Optimizer, batches, lrs: np.ndarray, label_smoothing: float,
-                autocast: torch.dtype | None, *, nonfinite: str = "skip") -> torch.Tensor:
+                autocast: torch.dtype | None, *, nonfinite: str) -> torch.Tensor:
     """One epoch of AdamW steps at learning rates `lrs` [steps]. Returns a 0-dim bool on the device,
     True when a step had a non-finite loss or gradient. `nonfinite` (Recipe.nonfinite): "skip"
     skips that step only, "freeze" that step and all after it.
