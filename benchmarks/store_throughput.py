@@ -22,10 +22,13 @@ the array; iter_weights' peak RSS bounded by its batch (1024 x P x 4 bytes).
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -144,6 +147,29 @@ def measure(pool_ctx, args, folder: Path, cold: bool, prefault: int = 0) -> dict
     return runs
 
 
+STEADY_ENV = {  # both readers' allocators keep what they free: glibc (numpy) and mimalloc (pyarrow)
+    "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MIMALLOC_PURGE_DELAY": "-1"}
+
+
+def steady(folder: str, family: str, workers: int | None, repeats: int) -> dict[str, list[float]]:
+    """In one process whose allocators keep freed memory (STEADY_ENV, set before it started):
+    each reader once to warm up, then alternating; seconds per read. What a long-running process
+    that reads again and again pays: no fresh memory to back, so only the reader's own work."""
+    torch.set_num_threads(1)
+    z = store.open_zoo(Path(folder) / "zoo")
+    readers = {"np.load": lambda: np.load(Path(folder) / "raw.npy"),
+               "weights": lambda: z.weights(family, workers=workers)[0]}
+    times = {kind: [] for kind in readers}
+    for i in range(repeats + 1):
+        for kind, read in readers.items():
+            t0 = time.perf_counter()
+            out = read()
+            if i:
+                times[kind].append(time.perf_counter() - t0)
+            del out
+    return times
+
+
 def report(runs: dict, nbytes: int, batch_bytes: int, label: str) -> None:
     """Medians per reader; speed as a ratio to np.load measured in the same run, peak RSS over
     what the read must hold: the array, and for iter_weights one batch (about 2 is its floor: the
@@ -162,6 +188,10 @@ def report(runs: dict, nbytes: int, batch_bytes: int, label: str) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--steady-child":
+        folder, family, workers, repeats = sys.argv[2:6]
+        print(json.dumps(steady(folder, family, int(workers) or None, int(repeats))))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--members", type=int, default=2000, help="members in the synthetic zoo (issue: 10000)")
     p.add_argument("--pack", type=int, default=64, help="members per commit (one Parquet file)")
@@ -170,6 +200,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="threads of Zoo.weights (default: all cores)")
     p.add_argument("--dir", default=None, help="parent folder for the zoo and the .npy (default: system temp)")
     p.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    p.add_argument("--steady", action="store_true",
+                   help="also time np.load against weights() in one long-lived process whose allocators keep "
+                        "freed memory (no fresh memory to back: the readers' own work)")
     p.add_argument("--prefault", action="store_true",
                    help="also time warm reads in processes that first touch and free one array's worth of memory: "
                         "in a VM that hands freed memory back to its host, a fresh process's first touch of new "
@@ -204,6 +237,17 @@ def run(args, folder: Path) -> None:
     batch_bytes = min(BATCH, args.members) * n_params * 4
     report(measure(ctx, args, folder, cold=False), nbytes, batch_bytes, "warm page cache")
     report(measure(ctx, args, folder, cold=True), nbytes, batch_bytes, "cold (page cache dropped before each read)")
+    if args.steady:
+        child = subprocess.run([sys.executable, __file__, "--steady-child", str(folder), args.family,
+                                str(args.workers or 0), str(args.repeats)], env={**os.environ, **STEADY_ENV},
+                               capture_output=True, text=True, check=True)
+        times = json.loads(child.stdout.strip().splitlines()[-1])
+        base = statistics.median(times["np.load"])
+        print(f"\nsteady state (one process, allocators keep freed memory: {STEADY_ENV}), warm page cache, "
+              f"after one warm-up read each, median of {args.repeats}:")
+        for kind, ts in times.items():
+            sec = statistics.median(ts)
+            print(f"  {kind:<18}{sec:>9.3f}{nbytes / sec / 1e9:>8.2f}{base / sec:>12.2f}")
     if args.prefault:
         report(measure(ctx, args, folder, cold=False, prefault=nbytes), nbytes, batch_bytes,
                "warm page cache, memory pre-faulted (each process first touches and frees one array's worth)")
