@@ -99,7 +99,7 @@ def variant_tasks(z, cfg: LmcConfig, todo: pd.DataFrame, workers: int) -> list[T
         theta_b, seconds = aligned_to(theta_a, theta_b, cfg.align_iter)
     rows = ok.assign(label_smoothing=0.0, align_s=seconds)  # the plain (un-smoothed) test loss
     z.network(family)  # refuses code that builds other fixed pieces than the zoo's members were trained with
-    seed = z.manifest["families"][family]["asym_seed"]
+    entry = z.manifest["families"][family]  # the evaluator checks its build against its fixed_sha256
     size = min(cfg.chunk, math.ceil(len(ok) / workers))
-    return [Task(family, seed, rows.iloc[s : s + size].reset_index(drop=True), theta_a[s : s + size],
-                 theta_b[s : s + size]) for s in range(0, len(ok), size)]
+    return [Task(family, entry["asym_seed"], rows.iloc[s : s + size].reset_index(drop=True), theta_a[s : s + size],
+                 theta_b[s : s + size], entry.get("fixed_sha256")) for s in range(0, len(ok), size)]
