@@ -53,7 +53,7 @@ from zoo.progress import Progress, fmt_seconds
 from zoo.store.fs import atomic_write_bytes, local_folder
 from zoo.store.manifest import code_version, package_versions
 from zoo.validate import check as _check
-from zoo.validate import from_dict, is_int as _is_int
+from zoo.validate import check_ray_fields, from_dict, is_int as _is_int
 
 from .data import INPUTS, TRAIN_FRAC, VAL_FRAC, FamilyData, check_preprocessing
 from .loader import check_target, load_family, open_store
@@ -132,12 +132,7 @@ class MetanetConfig(TrainSettings):
             object.__setattr__(self, name, tuple(value))
 
     def _check_executor(self) -> None:
-        _check("executor", self.executor, self.executor in EXECUTORS, f"one of {', '.join(EXECUTORS)}")
-        address_ok = self.address is None or (isinstance(self.address, str) and self.executor == "ray")
-        _check("address", self.address, address_ok, "unset with executor local (it runs in this process), else a string")
-        g = self.gpus_per_trial  # Ray schedules fractions of one GPU, or whole GPUs
-        ok = isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g < math.inf
-        _check("gpus_per_trial", g, ok and (g <= 1 or float(g).is_integer()), "a number in [0, 1] or a whole number")
+        check_ray_fields(self.executor, EXECUTORS, self.address, "gpus_per_trial", self.gpus_per_trial)
 
     def _check_options(self) -> None:
         opts = self.metanet_options

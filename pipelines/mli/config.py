@@ -1,14 +1,13 @@
 """MliConfig: every setting of the MLI study, declared once (the CLI flags and presets derive from it)."""
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, replace
 
 import torch
 
 from zoo.device import check_device, resolve_device
-from zoo.validate import check
+from zoo.validate import check, check_ray_fields
 
 from ..study import StudyConfig, check_common
 
@@ -54,16 +53,11 @@ class MliConfig(StudyConfig):
         self._check_executor()
 
     def _check_executor(self) -> None:
-        check("executor", self.executor, self.executor in EXECUTORS, " | ".join(EXECUTORS))
+        check_ray_fields(self.executor, EXECUTORS, self.address, "gpus_per_task", self.gpus_per_task)
         local = self.executor == "local"
-        check("address", self.address, self.address is None or (isinstance(self.address, str) and not local),
-              "unset with executor local (it runs in this process), else a string")
         check("workers", self.workers, self.workers is None or local, "unset with executor ray (one task per Ray CPU)")
         check("device", self.device, local or not self.device.startswith("cuda:"),
               "auto, cpu or cuda with executor ray (Ray gives each task its GPU)")
-        g = self.gpus_per_task  # Ray schedules fractions of one GPU, or whole GPUs
-        ok = isinstance(g, (int, float)) and not isinstance(g, bool) and 0 <= g < math.inf
-        check("gpus_per_task", g, ok and (g <= 1 or float(g).is_integer()), "a number in [0, 1] or a whole number")
 
     def on_cpu(self) -> bool:
         """Whether the tasks run on CPU; a named device is taken at its word (a Ray worker's GPU need not be here)."""
