@@ -363,8 +363,9 @@ def _must_write(fs, root: str, name: str, mine: str, compare) -> bool:
     if stored is None and rivals:
         path, lines = next(iter(rivals.items()))
         raise ManifestMismatch(root, lines, rival=path)
-    if stored is not None and compare(stored, "in the zoo"):
-        raise ManifestMismatch(root, compare(stored, "in the zoo"))
+    lines = compare(stored, "in the zoo") if stored is not None else []
+    if lines:
+        raise ManifestMismatch(root, lines)
     return stored is None
 
 
@@ -406,14 +407,8 @@ def settle(fs, root: str, new: dict, old: dict | None) -> None:
     """Create the records that `old` (the zoo's merged manifest, None for a new zoo) lacks for the
     settings of `new` (build_manifest), or raise ManifestMismatch having written none; then record
     this writer if it is news."""
-    wanted = []
-    for name, record, compare in _wanted(new, old):
-        stored = _read_json(fs, posixpath.join(root, name))
-        if stored is None:
-            wanted.append((name, record, compare))
-        elif compare(stored, "in the zoo"):
-            raise ManifestMismatch(root, compare(stored, "in the zoo"))
+    wanted = _wanted(new, old)
     if wanted:
-        _create(fs, root, wanted)
+        _create(fs, root, wanted)  # a record another writer created meanwhile is checked there, not written
     if _is_news(old, new):
         _record_writer(fs, root, new)

@@ -73,8 +73,9 @@ def init_zoo(path, *, zoo_seed: int, families: dict[str, int], recipe: dict, rec
     hint = upgrade_needed(root, old) if old is not None else None
     if hint:
         raise ValueError(hint)
-    if old is not None and differences(old, new):
-        raise ManifestMismatch(root, differences(old, new))
+    lines = differences(old, new) if old is not None else []
+    if lines:
+        raise ManifestMismatch(root, lines)
     settle(fs, root, new, old)
     return open_zoo(path, filesystem=filesystem)
 
